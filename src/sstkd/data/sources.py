@@ -1,0 +1,282 @@
+"""Readers for segmentation datasets in their official on-disk layouts. Nothing is downloaded.
+
+Each layout is a :class:`SourceLayout` that lists ``(sample_id, split, image, mask)`` records under a root folder
+and knows how to turn the stored mask values into training ids (a 256-entry look-up table; 255 = ignore).
+Values that the layout does not define map to :data:`UNKNOWN_LABEL`, which validation reports as an error.
+
+========== ==================================================================================================
+layout     files under ``root``
+========== ==================================================================================================
+generic    ``images/<id>.<ext>``, ``masks/<id>.png`` (class ids, 255 ignore), ``splits/<split>.txt``,
+           ``classes.json`` (``{"classes": [...]}``) or ``classes.txt`` (one name a line)
+cityscapes ``leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png``,
+           ``gtFine/<split>/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png`` (34 label ids → 19 train ids)
+voc        ``JPEGImages/<id>.jpg``, ``SegmentationClass/<id>.png`` (palette indices, 255 border),
+           ``ImageSets/Segmentation/{train,val}.txt``; optional SBD ``SegmentationClassAug/`` + ``train_aug.txt``
+ade20k     ``ADEChallengeData2016/images/{training,validation}/*.jpg`` and ``annotations/...png``
+           (0 = other → ignore, 1..150 → 0..149)
+camvid     ``{train,val,test}/*.png`` and ``{train,val,test}annot/*.png`` (11 classes, 11 = void → ignore)
+========== ==================================================================================================
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+IGNORE_INDEX = 255
+UNKNOWN_LABEL = 254  # a stored value the layout does not define; validation rejects it
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class SampleRecord:
+    sample_id: str
+    split: str
+    image_path: str  # relative to the source root
+    mask_path: str | None  # None: the image has no mask (reported by validation)
+
+
+@dataclass
+class SourceLayout:
+    """A dataset on disk: where it is, what its classes are and how its masks map to training ids."""
+
+    name: str
+    root: Path
+    classes: list[str]
+    label_lut: np.ndarray  # (256,) uint8: stored mask value -> training id, IGNORE_INDEX or UNKNOWN_LABEL
+    records: list[SampleRecord] = field(default_factory=list)
+    orphan_masks: list[str] = field(default_factory=list)  # masks with no image (reported by validation)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def info(self) -> dict:
+        return {
+            "layout": self.name,
+            "root": str(self.root),
+            "classes": list(self.classes),
+            "num_classes": self.num_classes,
+            "ignore_index": IGNORE_INDEX,
+            "label_lut": self.label_lut.tolist(),
+        }
+
+
+def _lut(mapping: dict[int, int], default: int = UNKNOWN_LABEL) -> np.ndarray:
+    lut = np.full(256, default, dtype=np.uint8)
+    for stored, train_id in mapping.items():
+        lut[stored] = train_id
+    return lut
+
+
+def _require_dir(path: Path, what: str) -> Path:
+    if not path.is_dir():
+        raise FileNotFoundError(f"{what}: expected a folder at {path}")
+    return path
+
+
+def _files_by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in suffixes}
+
+
+def _pair_records(
+    root: Path, image_dir: Path, mask_dir: Path, split: str, ids: list[str] | None = None
+) -> tuple[list[SampleRecord], list[str]]:
+    images = _files_by_stem(image_dir, IMAGE_SUFFIXES)
+    masks = _files_by_stem(mask_dir, (".png",))
+    wanted = ids if ids is not None else sorted(images)
+    records = []
+    for sample_id in wanted:
+        image = images.get(sample_id)
+        if image is None:
+            raise FileNotFoundError(f"{split} split lists {sample_id!r} but {image_dir} has no image with that name")
+        mask = masks.get(sample_id)
+        records.append(
+            SampleRecord(
+                sample_id,
+                split,
+                str(image.relative_to(root)),
+                str(mask.relative_to(root)) if mask is not None else None,
+            )
+        )
+    orphans = [str(masks[s].relative_to(root)) for s in sorted(set(masks) - set(images))] if ids is None else []
+    return records, orphans
+
+
+def _read_split_list(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+# ----------------------------------------------------------------------------------------------- generic
+def read_generic(root: str | Path, classes: list[str] | None = None) -> SourceLayout:
+    root = Path(root)
+    image_dir = _require_dir(root / "images", "generic layout")
+    mask_dir = _require_dir(root / "masks", "generic layout")
+    split_dir = _require_dir(root / "splits", "generic layout")
+    if classes is None:
+        if (root / "classes.json").exists():
+            classes = list(json.loads((root / "classes.json").read_text())["classes"])
+        elif (root / "classes.txt").exists():
+            classes = _read_split_list(root / "classes.txt")
+        else:
+            raise FileNotFoundError(f"generic layout: {root} has neither classes.json nor classes.txt")
+    records: list[SampleRecord] = []
+    listed: set[str] = set()
+    for split_file in sorted(split_dir.glob("*.txt")):
+        ids = _read_split_list(split_file)
+        listed.update(ids)
+        split_records, _ = _pair_records(root, image_dir, mask_dir, split_file.stem, ids)
+        records += split_records
+    masks = _files_by_stem(mask_dir, (".png",))
+    orphans = [str(masks[s].relative_to(root)) for s in sorted(set(masks) - listed)]
+    return SourceLayout("generic", root, classes, _lut({i: i for i in range(len(classes))} | {255: IGNORE_INDEX}),
+                        records, orphans)
+
+
+# ----------------------------------------------------------------------------------------------- cityscapes
+CITYSCAPES_CLASSES = [
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
+    "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
+]  # fmt: skip
+# labelId -> trainId for the 19 evaluated classes (cityscapesScripts' labels.py); the other ids 0..33 are ignored.
+CITYSCAPES_LABEL_TO_TRAIN = {
+    7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12, 26: 13, 27: 14,
+    28: 15, 31: 16, 32: 17, 33: 18,
+}  # fmt: skip
+
+
+def read_cityscapes(root: str | Path, splits: tuple[str, ...] = ("train", "val", "test")) -> SourceLayout:
+    root = Path(root)
+    image_root = _require_dir(root / "leftImg8bit", "cityscapes layout")
+    label_root = _require_dir(root / "gtFine", "cityscapes layout")
+    records: list[SampleRecord] = []
+    orphans: list[str] = []
+    for split in splits:
+        if not (image_root / split).is_dir():
+            continue
+        for image in sorted((image_root / split).glob("*/*_leftImg8bit.png")):
+            stem = image.name[: -len("_leftImg8bit.png")]
+            mask = label_root / split / image.parent.name / f"{stem}_gtFine_labelIds.png"
+            records.append(
+                SampleRecord(stem, split, str(image.relative_to(root)),
+                             str(mask.relative_to(root)) if mask.exists() else None)
+            )
+        image_stems = {r.sample_id for r in records if r.split == split}
+        for mask in sorted((label_root / split).glob("*/*_gtFine_labelIds.png")):
+            if mask.name[: -len("_gtFine_labelIds.png")] not in image_stems:
+                orphans.append(str(mask.relative_to(root)))
+    mapping = {label_id: IGNORE_INDEX for label_id in range(34)} | CITYSCAPES_LABEL_TO_TRAIN
+    return SourceLayout("cityscapes", root, list(CITYSCAPES_CLASSES), _lut(mapping), records, orphans)
+
+
+# ----------------------------------------------------------------------------------------------- voc
+VOC_CLASSES = [
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+]  # fmt: skip
+
+
+def voc_palette() -> np.ndarray:
+    """The 256-colour Pascal VOC palette ``(256, 3)`` uint8 (bit-interleaved label colours)."""
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    for label in range(256):
+        value, r, g, b = label, 0, 0, 0
+        for bit in range(8):
+            r |= ((value >> 0) & 1) << (7 - bit)
+            g |= ((value >> 1) & 1) << (7 - bit)
+            b |= ((value >> 2) & 1) << (7 - bit)
+            value >>= 3
+        palette[label] = (r, g, b)
+    return palette
+
+
+def read_voc(root: str | Path, use_sbd_aug: bool = False) -> SourceLayout:
+    """VOC 2012 masks are palette PNGs whose *indices* are the class ids (read without RGB conversion)."""
+    root = Path(root)
+    image_dir = _require_dir(root / "JPEGImages", "voc layout")
+    set_dir = _require_dir(root / "ImageSets" / "Segmentation", "voc layout")
+    records: list[SampleRecord] = []
+    for split in ("train", "val", "test"):
+        list_file = set_dir / f"{split}.txt"
+        mask_dir = root / "SegmentationClass"
+        if split == "train" and use_sbd_aug:
+            list_file = set_dir / "train_aug.txt"
+            mask_dir = root / "SegmentationClassAug"
+            if not list_file.exists():
+                raise FileNotFoundError(f"voc layout: use_sbd_aug is on but {list_file} does not exist")
+        if not list_file.exists():
+            continue
+        split_records, _ = _pair_records(root, image_dir, _require_dir(mask_dir, "voc layout"), split,
+                                         _read_split_list(list_file))
+        records += split_records
+    return SourceLayout("voc", root, list(VOC_CLASSES), _lut({i: i for i in range(21)} | {255: IGNORE_INDEX}),
+                        records, [])
+
+
+# ----------------------------------------------------------------------------------------------- ade20k
+def read_ade20k(root: str | Path) -> SourceLayout:
+    root = Path(root)
+    base = root / "ADEChallengeData2016" if (root / "ADEChallengeData2016").is_dir() else root
+    images = _require_dir(base / "images", "ade20k layout")
+    annotations = _require_dir(base / "annotations", "ade20k layout")
+    records: list[SampleRecord] = []
+    orphans: list[str] = []
+    for folder, split in (("training", "train"), ("validation", "val")):
+        if (images / folder).is_dir():
+            split_records, split_orphans = _pair_records(root, images / folder,
+                                                         _require_dir(annotations / folder, "ade20k layout"), split)
+            records += split_records
+            orphans += split_orphans
+    classes = [f"ade_{i:03d}" for i in range(1, 151)]
+    names_file = base / "objectInfo150.csv"
+    if names_file.exists():
+        rows = names_file.read_text().splitlines()[1:]
+        classes = [row.rsplit(",", 1)[-1].split(";")[0].strip() for row in rows][:150] or classes
+    return SourceLayout("ade20k", root, classes, _lut({0: IGNORE_INDEX} | {i: i - 1 for i in range(1, 151)}),
+                        records, orphans)
+
+
+# ----------------------------------------------------------------------------------------------- camvid
+CAMVID_CLASSES = [
+    "sky", "building", "pole", "road", "pavement", "tree", "signsymbol", "fence", "car", "pedestrian", "bicyclist",
+]  # fmt: skip
+
+
+def read_camvid(root: str | Path) -> SourceLayout:
+    root = Path(root)
+    records: list[SampleRecord] = []
+    orphans: list[str] = []
+    for split in ("train", "val", "test"):
+        if (root / split).is_dir():
+            split_records, split_orphans = _pair_records(root, root / split,
+                                                         _require_dir(root / f"{split}annot", "camvid layout"), split)
+            records += split_records
+            orphans += split_orphans
+    if not records:
+        raise FileNotFoundError(f"camvid layout: no train/val/test folders under {root}")
+    return SourceLayout("camvid", root, list(CAMVID_CLASSES), _lut({i: i for i in range(11)} | {11: IGNORE_INDEX}),
+                        records, orphans)
+
+
+READERS = {
+    "generic": read_generic,
+    "cityscapes": read_cityscapes,
+    "voc": read_voc,
+    "ade20k": read_ade20k,
+    "camvid": read_camvid,
+}
+
+
+def open_source(layout: str, root: str | Path, **options) -> SourceLayout:
+    """Scan ``root`` in the named ``layout`` (one of :data:`READERS`)."""
+    try:
+        reader = READERS[layout]
+    except KeyError:
+        raise ValueError(f"data.layout: unknown layout {layout!r}; choose one of {sorted(READERS)}") from None
+    if not Path(root).exists():
+        raise FileNotFoundError(f"data.root: the {layout} dataset folder {root} does not exist")
+    return reader(root, **options)

@@ -1,0 +1,204 @@
+"""Texture mosaics: a seeded, deterministic segmentation dataset whose classes differ by texture.
+
+Each image is a partition of the plane into irregular regions (a Voronoi diagram of random seeds, computed on
+coordinates bent by a smooth random displacement field, so boundaries are curved). Each region is filled with the
+texture of its class, modulating a random base colour with random contrast, so that no class is a constant colour
+and colour alone never decides the label.
+
+Half of the classes are told apart by *structure* (orientation and frequency of oriented patterns), half by
+*statistics* (intensity distribution, grain size, sparsity, contrast). Two pairs are deliberately hard:
+``stripes_45``/``stripes_135`` have identical statistics and differ only by orientation, and
+``gaussian_grain``/``binary_grain`` have the same mean, variance and grain size and differ only by the shape of
+their intensity distribution.
+
+The on-disk layout is the project's generic folder layout (see :mod:`sstkd.data.sources`)::
+
+    <root>/images/<id>.png        RGB, uint8
+    <root>/masks/<id>.png         single channel, class id per pixel, 255 = ignore
+    <root>/splits/<split>.txt     one id per line
+    <root>/classes.json           {"classes": [...], "ignore_index": 255, "generator": {...}}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+STRUCTURAL_CLASSES = ("stripes_0", "stripes_45", "stripes_90", "stripes_135", "crosshatch")
+STATISTICAL_CLASSES = ("gaussian_grain", "binary_grain", "coarse_grain", "sparse_speckle", "faint_smooth")
+TEXTURE_CLASSES = STRUCTURAL_CLASSES + STATISTICAL_CLASSES
+IGNORE_INDEX = 255
+
+
+@dataclass(frozen=True)
+class MosaicSpec:
+    """Everything that decides the bytes of a texture-mosaic dataset."""
+
+    seed: int = 0
+    image_size: int = 128
+    splits: dict[str, int] = field(default_factory=lambda: {"train": 256, "val": 64, "test": 64})
+    min_regions: int = 3
+    max_regions: int = 7
+    boundary_warp: float = 10.0
+    sensor_noise: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.image_size < 16:
+            raise ValueError(f"synthetic.image_size must be >= 16, got {self.image_size}")
+        if not 1 <= self.min_regions <= self.max_regions:
+            raise ValueError(
+                f"synthetic.min_regions/max_regions must satisfy 1 <= min <= max, got {self.min_regions}, {self.max_regions}"
+            )
+        for split, count in self.splits.items():
+            if int(count) < 1:
+                raise ValueError(f"synthetic.splits.{split} must be >= 1, got {count}")
+
+    def fingerprint(self) -> str:
+        """A short hash of the spec: the dataset on disk is regenerated only when it changes."""
+        payload = json.dumps({"spec": asdict(self), "classes": TEXTURE_CLASSES, "version": 1}, sort_keys=True)
+        return hashlib.sha1(payload.encode()).hexdigest()[:16]
+
+
+def _smooth_noise(rng: np.random.Generator, size: int, sigma: float) -> np.ndarray:
+    """White noise low-passed by a Gaussian of width ``sigma`` pixels (via FFT), scaled to unit std."""
+    noise = rng.standard_normal((size, size))
+    freqs = np.fft.fftfreq(size)
+    radius2 = freqs[:, None] ** 2 + freqs[None, :] ** 2
+    smoothed = np.real(np.fft.ifft2(np.fft.fft2(noise) * np.exp(-2 * (np.pi * sigma) ** 2 * radius2)))
+    return (smoothed - smoothed.mean()) / (smoothed.std() + 1e-8)
+
+
+def _grating(rng: np.random.Generator, size: int, angle_deg: float) -> np.ndarray:
+    """A sinusoid whose wave vector points at ``angle_deg`` (jittered by ±8°), period 5–8 pixels."""
+    angle = np.deg2rad(angle_deg + rng.uniform(-8, 8))
+    period = rng.uniform(5.0, 8.0)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    phase = rng.uniform(0, 2 * np.pi)
+    # Image rows grow downwards; use -y so angles are counter-clockwise as usual.
+    return np.sin(2 * np.pi * (xx * np.cos(angle) - yy * np.sin(angle)) / period + phase)
+
+
+def _texture_field(name: str, rng: np.random.Generator, size: int) -> np.ndarray:
+    """A zero-mean texture of roughly unit amplitude, ``(size, size)`` float64."""
+    if name.startswith("stripes_"):
+        return _grating(rng, size, float(name.split("_")[1]))
+    if name == "crosshatch":
+        return 0.5 * (_grating(rng, size, 0.0) + _grating(rng, size, 90.0))
+    if name == "gaussian_grain":
+        return np.clip(_smooth_noise(rng, size, 0.7), -2.5, 2.5) / 1.6
+    if name == "binary_grain":
+        # Same grain (correlation length) and variance as gaussian_grain, but a two-valued distribution.
+        return np.sign(_smooth_noise(rng, size, 0.7)) / 1.6
+    if name == "coarse_grain":
+        return np.clip(_smooth_noise(rng, size, 3.0), -2.5, 2.5) / 1.6
+    if name == "sparse_speckle":
+        dots = (rng.random((size, size)) < 0.06).astype(np.float64)
+        return 2.0 * (dots - dots.mean())
+    if name == "faint_smooth":
+        return 0.25 * np.clip(_smooth_noise(rng, size, 6.0), -2.5, 2.5)
+    raise KeyError(f"unknown texture class {name!r}; known: {TEXTURE_CLASSES}")
+
+
+def _region_map(rng: np.random.Generator, spec: MosaicSpec) -> np.ndarray:
+    size = spec.image_size
+    n_regions = int(rng.integers(spec.min_regions, spec.max_regions + 1))
+    seeds = rng.uniform(0, size, (n_regions, 2))
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    warp_sigma = size / 8
+    yy = yy + spec.boundary_warp * _smooth_noise(rng, size, warp_sigma)
+    xx = xx + spec.boundary_warp * _smooth_noise(rng, size, warp_sigma)
+    dist2 = (yy[None] - seeds[:, 0, None, None]) ** 2 + (xx[None] - seeds[:, 1, None, None]) ** 2
+    return dist2.argmin(axis=0)
+
+
+def render_mosaic(spec: MosaicSpec, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Render sample ``index`` of ``spec``: an ``(S, S, 3)`` uint8 image and an ``(S, S)`` uint8 class mask.
+
+    The sample depends only on ``(spec.seed, index)``, so any subset can be regenerated independently.
+    """
+    rng = np.random.default_rng([spec.seed, index])
+    size = spec.image_size
+    regions = _region_map(rng, spec)
+    image = np.zeros((size, size, 3), dtype=np.float64)
+    mask = np.zeros((size, size), dtype=np.uint8)
+    for region in np.unique(regions):
+        inside = regions == region
+        class_id = int(rng.integers(len(TEXTURE_CLASSES)))
+        texture = _texture_field(TEXTURE_CLASSES[class_id], rng, size)
+        base_colour = rng.uniform(0.25, 0.75, 3)
+        contrast = rng.uniform(0.18, 0.3)
+        tint = 1.0 + rng.uniform(-0.2, 0.2, 3)  # the texture is not pure grey: a random chroma per region
+        image[inside] = base_colour + contrast * texture[inside, None] * tint
+        mask[inside] = class_id
+    image += spec.sensor_noise * rng.standard_normal(image.shape)
+    return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8), mask
+
+
+def split_ids(spec: MosaicSpec) -> dict[str, list[str]]:
+    """Sample ids per split; the split name is part of the id, so ids are unique across splits."""
+    return {split: [f"{split}_{i:05d}" for i in range(int(count))] for split, count in spec.splits.items()}
+
+
+def write_texture_mosaics(
+    spec: MosaicSpec, root: str | Path, progress: Callable[[int, int], None] | None = None
+) -> bool:
+    """Write the dataset under ``root`` unless a dataset with the same fingerprint is already there.
+
+    The files are written into a temporary sibling folder that replaces ``root`` in one rename, so an
+    interrupted run never leaves a half-written dataset behind. Returns ``True`` when it wrote.
+    """
+    root = Path(root)
+    meta_file = root / "classes.json"
+    if meta_file.exists():
+        try:
+            if json.loads(meta_file.read_text())["generator"]["fingerprint"] == spec.fingerprint():
+                return False
+        except (KeyError, ValueError, TypeError):
+            pass  # unreadable metadata: regenerate
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    try:
+        (staging / "images").mkdir()
+        (staging / "masks").mkdir()
+        (staging / "splits").mkdir()
+        ids = split_ids(spec)
+        total = sum(len(v) for v in ids.values())
+        done = 0
+        for split, split_id_list in ids.items():
+            offset = list(spec.splits).index(split) * 1_000_000
+            for i, sample_id in enumerate(split_id_list):
+                image, mask = render_mosaic(spec, offset + i)
+                Image.fromarray(image).save(staging / "images" / f"{sample_id}.png", optimize=False)
+                Image.fromarray(mask, mode="L").save(staging / "masks" / f"{sample_id}.png", optimize=False)
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+            (staging / "splits" / f"{split}.txt").write_text("\n".join(split_id_list) + "\n")
+        meta = {
+            "classes": list(TEXTURE_CLASSES),
+            "structural_classes": list(STRUCTURAL_CLASSES),
+            "statistical_classes": list(STATISTICAL_CLASSES),
+            "ignore_index": IGNORE_INDEX,
+            "generator": {"name": "texture_mosaics", "fingerprint": spec.fingerprint(), "spec": asdict(spec)},
+        }
+        (staging / "classes.json").write_text(json.dumps(meta, indent=2) + "\n")
+        if root.exists():
+            old = root.with_name(f".{root.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            root.rename(old)
+            staging.rename(root)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            staging.rename(root)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return True

@@ -1,0 +1,70 @@
+"""Joint image/mask transforms for training and evaluation.
+
+Randomness comes from an explicit ``numpy.random.Generator`` passed in by the dataset, so a sample's
+augmentation depends only on ``(seed, epoch, index)``: the same under any number of loader workers, any rank
+layout, and after a resume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sstkd.data.sources import IGNORE_INDEX
+
+
+@dataclass(frozen=True)
+class TransformConfig:
+    crop_size: tuple[int, int] = (96, 96)
+    scale_range: tuple[float, float] = (0.75, 1.5)
+    hflip: bool = True
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+def normalize(image: torch.Tensor, mean, std) -> torch.Tensor:
+    """``(..., 3, H, W)`` uint8 or float in 0..255 → float32 standardised."""
+    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=image.device).view(3, 1, 1) * 255
+    std_t = torch.as_tensor(std, dtype=torch.float32, device=image.device).view(3, 1, 1) * 255
+    return (image.float() - mean_t) / std_t
+
+
+def train_transform(
+    image: np.ndarray, mask: np.ndarray, config: TransformConfig, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random scale, pad-and-crop, horizontal flip, normalise.
+
+    ``image`` ``(H, W, 3)`` uint8, ``mask`` ``(H, W)`` uint8 → ``(3, h, w)`` float32, ``(h, w)`` int64 with
+    ``(h, w) = crop_size``. The mask is resized with nearest neighbour; padding is ignore (255) in the mask and
+    zero (the mean colour) in the normalised image.
+    """
+    image_t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
+    mask_t = torch.from_numpy(np.ascontiguousarray(mask))
+    height, width = mask_t.shape
+    scale = float(rng.uniform(*config.scale_range))
+    new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
+    if (new_h, new_w) != (height, width):
+        image_t = F.interpolate(image_t[None], size=(new_h, new_w), mode="bilinear", align_corners=False)[0]
+        mask_t = F.interpolate(mask_t[None, None].float(), size=(new_h, new_w), mode="nearest")[0, 0].to(torch.uint8)
+    image_t = normalize(image_t, config.mean, config.std)
+    crop_h, crop_w = config.crop_size
+    pad_h, pad_w = max(crop_h - new_h, 0), max(crop_w - new_w, 0)
+    if pad_h or pad_w:
+        image_t = F.pad(image_t, (0, pad_w, 0, pad_h), value=0.0)
+        mask_t = F.pad(mask_t, (0, pad_w, 0, pad_h), value=IGNORE_INDEX)
+    top = int(rng.integers(0, image_t.shape[1] - crop_h + 1))
+    left = int(rng.integers(0, image_t.shape[2] - crop_w + 1))
+    image_t = image_t[:, top : top + crop_h, left : left + crop_w]
+    mask_t = mask_t[top : top + crop_h, left : left + crop_w]
+    if config.hflip and rng.random() < 0.5:
+        image_t, mask_t = image_t.flip(-1), mask_t.flip(-1)
+    return image_t.contiguous(), mask_t.long().contiguous()
+
+
+def eval_transform(image: np.ndarray, mask: np.ndarray, config: TransformConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalise only: evaluation sees the whole image (sliding windows handle sizes above the crop)."""
+    image_t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    return normalize(image_t, config.mean, config.std), torch.from_numpy(np.ascontiguousarray(mask)).long()

@@ -1,0 +1,314 @@
+"""Every training loss behind one call shape: ``loss(student, teacher, batch) -> scalar tensor``.
+
+``student``/``teacher`` are :class:`~sstkd.models.segmenter.SegmentationOutput` (``teacher`` is ``None`` when no
+teacher is used), ``batch`` is ``{"images": (B, 3, H, W), "masks": (B, H, W)}``. A method ("baseline",
+"pixel_kd", "skd", "cwd", "sstkd", ...) is nothing but a set of named terms with weights, built by
+:func:`build_criterion` from configuration.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sstkd.data.sources import IGNORE_INDEX
+from sstkd.distill.contourlet import ContourletDecomposition, standardize_channels
+from sstkd.distill.texture_statistics import DenoisedTextureEqualization
+from sstkd.models.segmenter import SegmentationOutput
+
+
+class CrossEntropyLoss(nn.Module):
+    """Cross-entropy on the ground truth (ignore 255) + ``aux_weight`` × the auxiliary head's; optional OHEM.
+
+    OHEM keeps the pixels whose ground-truth probability is below ``ohem_threshold``, and at least
+    ``ohem_min_kept`` of the hardest ones.
+    """
+
+    needs_teacher = False
+
+    def __init__(self, aux_weight: float = 0.4, ohem: bool = False, ohem_threshold: float = 0.7,
+                 ohem_min_kept: int = 10000, class_weights: list[float] | None = None):
+        super().__init__()
+        self.aux_weight, self.ohem = aux_weight, ohem
+        self.ohem_threshold, self.ohem_min_kept = ohem_threshold, ohem_min_kept
+        weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
+        self.register_buffer("class_weights", weights, persistent=False)
+
+    def _single(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        if not self.ohem:
+            return F.cross_entropy(logits, masks, weight=self.class_weights, ignore_index=IGNORE_INDEX)
+        per_pixel = F.cross_entropy(logits, masks, weight=self.class_weights, ignore_index=IGNORE_INDEX,
+                                    reduction="none").flatten()
+        valid = (masks != IGNORE_INDEX).flatten()
+        with torch.no_grad():
+            target_prob = torch.exp(-per_pixel)
+            target_prob = torch.where(valid, target_prob, torch.ones_like(target_prob))
+            kept = min(self.ohem_min_kept, int(valid.numel()))
+            # Threshold = max(ohem_threshold, kept-th smallest probability): no host sync, no data-dependent shape.
+            kth = target_prob.kthvalue(max(kept, 1)).values
+            threshold = torch.maximum(kth, target_prob.new_tensor(self.ohem_threshold))
+            selected = valid & (target_prob <= threshold)
+        return (per_pixel * selected).sum() / selected.sum().clamp_min(1)
+
+    def forward(self, student: SegmentationOutput, teacher, batch) -> torch.Tensor:
+        loss = self._single(student.logits, batch["masks"])
+        if student.aux_logits is not None and self.aux_weight:
+            loss = loss + self.aux_weight * self._single(student.aux_logits, batch["masks"])
+        return loss
+
+
+class PixelwiseDistillation(nn.Module):
+    """KL(teacher ‖ student) of per-pixel class distributions at temperature T, × T², averaged over pixels."""
+
+    needs_teacher = True
+
+    def __init__(self, temperature: float = 1.0):
+        super().__init__()
+        self.temperature = temperature
+
+    def forward(self, student: SegmentationOutput, teacher: SegmentationOutput, batch) -> torch.Tensor:
+        t = self.temperature
+        log_p_student = F.log_softmax(student.logits.float() / t, dim=1)
+        log_p_teacher = F.log_softmax(teacher.logits.float() / t, dim=1)
+        kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=1)
+        return kl.mean() * t * t
+
+
+class PairwiseDistillation(nn.Module):
+    """SKD's pair-wise term: cosine-similarity graphs over max-pooled nodes of the last features, matched by MSE.
+
+    Nodes are ``scale``-sized patches of the feature map (SKD: 0.5), so the graph is channel-count independent.
+    """
+
+    needs_teacher = True
+
+    def __init__(self, scale: float = 0.5):
+        super().__init__()
+        self.scale = scale
+
+    def _graph(self, features: torch.Tensor) -> torch.Tensor:
+        height, width = features.shape[-2:]
+        kernel = (max(1, int(height * self.scale)), max(1, int(width * self.scale)))
+        nodes = F.max_pool2d(features.float(), kernel, stride=kernel, ceil_mode=True).flatten(2)  # (B, C, N)
+        nodes = F.normalize(nodes, dim=1)
+        return nodes.transpose(1, 2) @ nodes
+
+    def forward(self, student: SegmentationOutput, teacher: SegmentationOutput, batch) -> torch.Tensor:
+        return F.mse_loss(self._graph(student.high_level), self._graph(teacher.high_level))
+
+
+class ChannelwiseDistillation(nn.Module):
+    """CWD (Shu et al., 2021): per channel, KL of spatial softmax distributions of logits at temperature T, × T²."""
+
+    needs_teacher = True
+
+    def __init__(self, temperature: float = 4.0):
+        super().__init__()
+        self.temperature = temperature
+
+    def forward(self, student: SegmentationOutput, teacher: SegmentationOutput, batch) -> torch.Tensor:
+        t = self.temperature
+        s = F.log_softmax(student.logits.float().flatten(2) / t, dim=2)
+        p = F.log_softmax(teacher.logits.float().flatten(2) / t, dim=2)
+        return (p.exp() * (p - s)).sum(dim=2).mean() * t * t
+
+
+class Discriminator(nn.Module):
+    """A small WGAN critic on (class probabilities ⊕ image), as SKD conditions its critic on the input."""
+
+    def __init__(self, num_classes: int, channels: int = 64):
+        super().__init__()
+        layers, in_channels = [], num_classes + 3
+        for out_channels in (channels, channels * 2, channels * 4):
+            layers += [nn.Conv2d(in_channels, out_channels, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True)]
+            in_channels = out_channels
+        self.features = nn.Sequential(*layers)
+        self.score = nn.Conv2d(in_channels, 1, 3, padding=1)
+
+    def forward(self, probabilities: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        return self.score(self.features(torch.cat([probabilities, images], dim=1))).mean(dim=(1, 2, 3))
+
+
+class AdversarialDistillation(nn.Module):
+    """SKD's holistic term (WGAN-GP). ``forward`` gives the student's generator loss ``-D(student)``;
+    :meth:`discriminator_loss` the critic's ``D(student) - D(teacher) + λ_gp·GP``, trained by its own optimiser
+    (``lr``, Adam β = (0.9, 0.99) as SKD)."""
+
+    needs_teacher = True
+
+    def __init__(self, num_classes: int, channels: int = 64, lr: float = 4e-4, gradient_penalty: float = 10.0):
+        super().__init__()
+        self.discriminator = Discriminator(num_classes, channels)
+        self.lr, self.gradient_penalty = lr, gradient_penalty
+
+    def _inputs(self, output: SegmentationOutput, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        return output.logits.float().softmax(dim=1), batch["images"].float()
+
+    def forward(self, student: SegmentationOutput, teacher: SegmentationOutput, batch) -> torch.Tensor:
+        for parameter in self.discriminator.parameters():
+            parameter.requires_grad_(False)  # the generator step must not accumulate critic gradients
+        score = self.discriminator(*self._inputs(student, batch)).mean()
+        for parameter in self.discriminator.parameters():
+            parameter.requires_grad_(True)
+        return -score
+
+    def discriminator_loss(self, student: SegmentationOutput, teacher: SegmentationOutput, batch) -> torch.Tensor:
+        fake, images = self._inputs(student, batch)
+        real, _ = self._inputs(teacher, batch)
+        fake, real = fake.detach(), real.detach()
+        alpha = torch.rand(fake.shape[0], 1, 1, 1, device=fake.device)
+        mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+        grad = torch.autograd.grad(self.discriminator(mixed, images).sum(), mixed, create_graph=True)[0]
+        penalty = ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+        wasserstein = self.discriminator(fake, images).mean() - self.discriminator(real, images).mean()
+        return wasserstein + self.gradient_penalty * penalty
+
+
+class StructuralTextureLoss(nn.Module):
+    """L_str: the student's contourlet sub-bands of its (adapted) stage-1 feature vs the teacher's.
+
+    Both features are standardised per channel first. For each level ``l`` and direction ``d`` the squared error
+    is divided by the teacher sub-band's energy, then averaged over directions and weighted by ``level_weights``.
+    Why the energy normalisation: the directional bank is a tight frame, so a plain MSE summed over directions
+    equals the MSE of the band itself and the directions would change nothing; normalising per sub-band makes a
+    weak orientation count as much as a dominant one — which is what "mimic the directional texture" asks.
+    ``normalize="none"`` gives the plain MSE for comparison.
+    """
+
+    needs_teacher = True
+
+    def __init__(self, student_channels: int, teacher_channels: int, levels: int = 3, directions: int = 8,
+                 level_weights: list[float] | None = None, transition: float = 0.5, normalize: str = "energy"):
+        super().__init__()
+        if normalize not in ("energy", "none"):
+            raise ValueError(f"structural.normalize must be 'energy' or 'none', got {normalize!r}")
+        self.adapter = nn.Conv2d(student_channels, teacher_channels, 1, bias=False)
+        self.decompose = ContourletDecomposition(levels, directions, transition)
+        weights = level_weights if level_weights is not None else [1.0] * levels
+        if len(weights) != levels:
+            raise ValueError(f"structural.level_weights has {len(weights)} entries for {levels} levels")
+        self.level_weights, self.normalize = [float(w) for w in weights], normalize
+
+    def forward(self, student: SegmentationOutput, teacher: SegmentationOutput, batch) -> torch.Tensor:
+        student_bands = self.decompose(standardize_channels(self.adapter(student.low_level)))
+        with torch.no_grad():
+            teacher_bands = self.decompose(standardize_channels(teacher.low_level))
+        total = student_bands[0].new_zeros(())
+        for weight, s, t in zip(self.level_weights, student_bands, teacher_bands):
+            error = (s - t).pow(2).mean(dim=(2, 3, 4))  # (B, D)
+            if self.normalize == "energy":
+                error = error / (t.pow(2).mean(dim=(2, 3, 4)) + 1e-6)
+            total = total + weight * error.mean()
+        return total / sum(self.level_weights)
+
+
+class StatisticalTextureLoss(nn.Module):
+    """L_sta: DTIEM statistics of the student's (adapted) stage-1 feature vs the teacher's, averaged over the
+    quantisation granularities:
+
+    * ``intensity_weight`` × L1 between equalised intensity maps (rank-normalised texture intensity per pixel);
+    * ``histogram_weight`` × the 1-D Wasserstein distance between denoised level histograms (L1 of their CDFs / N);
+    * ``descriptor_weight`` × MSE between level descriptors, the student's computed on the *teacher's* levels
+      (features standardised per channel first), so both describe the same pixel groups.
+    """
+
+    needs_teacher = True
+
+    def __init__(self, student_channels: int, teacher_channels: int, levels=(8, 16, 32),
+                 noise_threshold: float = 0.005, intensity_weight: float = 1.0, histogram_weight: float = 1.0,
+                 descriptor_weight: float = 1.0):
+        super().__init__()
+        self.adapter = nn.Conv2d(student_channels, teacher_channels, 1, bias=False)
+        self.module = DenoisedTextureEqualization(levels, noise_threshold)
+        self.weights = (intensity_weight, histogram_weight, descriptor_weight)
+
+    def forward(self, student: SegmentationOutput, teacher: SegmentationOutput, batch) -> torch.Tensor:
+        student_features = standardize_channels(self.adapter(student.low_level))
+        with torch.no_grad():
+            teacher_stats = self.module(standardize_channels(teacher.low_level))
+        student_stats = self.module(student_features, encoding_from=teacher_stats)
+        total = student_features.new_zeros(())
+        for s, t in zip(student_stats, teacher_stats):
+            levels = s.cdf.shape[1]
+            intensity = (s.equalized - t.equalized).abs().mean()
+            histogram = (s.denoised.cumsum(1) - t.denoised.cumsum(1)).abs().sum(1).mean() / levels
+            descriptor = (s.descriptors - t.descriptors).pow(2).mean()
+            w_int, w_hist, w_desc = self.weights
+            total = total + w_int * intensity + w_hist * histogram + w_desc * descriptor
+        return total / len(student_stats)
+
+
+LOSSES: dict[str, type[nn.Module]] = {
+    "cross_entropy": CrossEntropyLoss,
+    "pixel_kd": PixelwiseDistillation,
+    "pairwise": PairwiseDistillation,
+    "channelwise": ChannelwiseDistillation,
+    "adversarial": AdversarialDistillation,
+    "structural": StructuralTextureLoss,
+    "statistical": StatisticalTextureLoss,
+}
+
+
+class DistillationCriterion(nn.Module):
+    """A weighted sum of named loss terms. ``forward`` returns ``(total, {name: unweighted value})``."""
+
+    def __init__(self, terms: dict[str, nn.Module], weights: dict[str, float]):
+        super().__init__()
+        self.terms = nn.ModuleDict(terms)
+        self.weights = dict(weights)
+
+    @property
+    def needs_teacher(self) -> bool:
+        return any(getattr(term, "needs_teacher", False) for term in self.terms.values())
+
+    @property
+    def adversarial(self) -> AdversarialDistillation | None:
+        term = self.terms["adversarial"] if "adversarial" in self.terms else None
+        return term if isinstance(term, AdversarialDistillation) else None
+
+    def student_side_parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters that learn with the student (the adapters), not the critic."""
+        return [p for name, p in self.named_parameters() if ".discriminator." not in f".{name}"]
+
+    def forward(self, student, teacher, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        values = {name: term(student, teacher, batch) for name, term in self.terms.items()}
+        total = sum(self.weights[name] * value for name, value in values.items())
+        return total, values
+
+
+def build_criterion(losses: dict[str, dict], num_classes: int, student_channels: int | None = None,
+                    teacher_channels: int | None = None, where: str = "losses") -> DistillationCriterion:
+    """Build a criterion from ``{term: {"weight": w, **options}}``; errors name the offending key."""
+    terms, weights = {}, {}
+    for name, options in losses.items():
+        if name not in LOSSES:
+            raise ValueError(f"{where}.{name}: unknown loss; choose from {sorted(LOSSES)}")
+        options = dict(options or {})
+        weight = options.pop("weight", 1.0)
+        if not isinstance(weight, int | float):
+            raise TypeError(f"{where}.{name}.weight must be a number, got {weight!r}")
+        if weight == 0:
+            continue
+        cls = LOSSES[name]
+        accepted = inspect.signature(cls.__init__).parameters
+        automatic = {"num_classes": num_classes, "student_channels": student_channels,
+                     "teacher_channels": teacher_channels}
+        for key in options:
+            if key not in accepted or key in automatic:
+                allowed = sorted(k for k in accepted if k not in ("self", *automatic))
+                raise ValueError(f"{where}.{name}.{key}: unknown option; {name} accepts {allowed + ['weight']}")
+        kwargs = {k: v for k, v in automatic.items() if k in accepted}
+        if any(v is None for v in kwargs.values()):
+            raise ValueError(f"{where}.{name} needs a teacher: set teacher channels")
+        try:
+            terms[name] = cls(**kwargs, **options)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{where}.{name}: {error}") from error
+        weights[name] = float(weight)
+    if not terms:
+        raise ValueError(f"{where}: no loss term with a non-zero weight")
+    return DistillationCriterion(terms, weights)

@@ -1,0 +1,85 @@
+"""One segmentation network type and one builder for every teacher and student."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from sstkd.models.backbones import build_backbone
+from sstkd.models.heads import AuxiliaryHead, DeepLabV3Head, PyramidPoolingHead
+
+
+class SegmentationOutput(NamedTuple):
+    """What every network returns (a NamedTuple, so DDP, ``torch.compile`` and autocast traverse it).
+
+    logits ``(B, K, H, W)`` at input resolution; low_level ``(B, C1, H/4, W/4)`` (backbone stage 1);
+    high_level ``(B, C4, H/s, W/s)`` (last stage); aux_logits ``(B, K, H, W)`` or ``None`` (eval mode or no aux).
+    """
+
+    logits: torch.Tensor
+    low_level: torch.Tensor
+    high_level: torch.Tensor
+    aux_logits: torch.Tensor | None
+
+
+class NetworkConfig(BaseModel):
+    """Architecture of one network. ``backbone_weights`` is an optional local torchvision-format file."""
+
+    model_config = ConfigDict(extra="forbid")
+    head: str = Field("deeplabv3", pattern="^(deeplabv3|pspnet)$")
+    backbone: str = "resnet18"
+    output_stride: int = 8
+    head_channels: int = Field(256, ge=8)
+    aux_head: bool = True
+    width_mult: float = Field(1.0, gt=0)
+    backbone_weights: str | None = None
+
+
+class SegmentationNetwork(nn.Module):
+    def __init__(self, config: NetworkConfig, num_classes: int):
+        super().__init__()
+        self.config = config
+        self.num_classes = num_classes
+        self.backbone = build_backbone(config.backbone, config.output_stride, config.backbone_weights,
+                                       config.width_mult)
+        high = self.backbone.high_channels
+        if config.head == "deeplabv3":
+            rates = (12, 24, 36) if config.output_stride == 8 else (6, 12, 18)
+            self.head = DeepLabV3Head(high, num_classes, config.head_channels, rates)
+        else:
+            self.head = PyramidPoolingHead(high, num_classes, config.head_channels)
+        self.aux_head = AuxiliaryHead(self.backbone.mid_channels, num_classes) if config.aux_head else None
+
+    @property
+    def low_level_channels(self) -> int:
+        return self.backbone.low_channels
+
+    def forward(self, images: torch.Tensor) -> SegmentationOutput:
+        size = images.shape[-2:]
+        low, mid, high = self.backbone(images)
+        logits = F.interpolate(self.head(high), size=size, mode="bilinear", align_corners=False)
+        aux = None
+        if self.aux_head is not None and self.training:
+            aux = F.interpolate(self.aux_head(mid), size=size, mode="bilinear", align_corners=False)
+        return SegmentationOutput(logits, low, high, aux)
+
+
+def build_network(config: NetworkConfig | dict, num_classes: int) -> SegmentationNetwork:
+    """The one place a network is built from configuration."""
+    if not isinstance(config, NetworkConfig):
+        config = NetworkConfig.model_validate(config)
+    return SegmentationNetwork(config, num_classes)
+
+
+PRESETS: dict[str, dict] = {
+    # The paper's pairs (SSTKD.md): teacher DeepLabV3-ResNet101, students PSPNet/DeepLabV3-ResNet18, MobileNetV2.
+    "deeplabv3_resnet101": {"head": "deeplabv3", "backbone": "resnet101", "head_channels": 256},
+    "pspnet_resnet101": {"head": "pspnet", "backbone": "resnet101", "head_channels": 512},
+    "pspnet_resnet18": {"head": "pspnet", "backbone": "resnet18", "head_channels": 512},
+    "deeplabv3_resnet18": {"head": "deeplabv3", "backbone": "resnet18", "head_channels": 256},
+    "deeplabv3_mobilenetv2": {"head": "deeplabv3", "backbone": "mobilenetv2", "head_channels": 256},
+}

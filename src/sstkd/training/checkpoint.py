@@ -1,0 +1,50 @@
+"""Atomic checkpoint files: a crash mid-write never leaves a truncated checkpoint behind."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+
+def atomic_save(payload: dict, path: str | Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(payload, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load with ``weights_only=True``: a checkpoint can carry tensors and plain data, never code."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unpickling failure means an unusable file
+        raise ValueError(f"{path} is not a readable sstkd checkpoint ({error})") from error
+
+
+def check_architecture(checkpoint: dict, expected_network: dict, num_classes: int, source: str) -> None:
+    """Fail with a clear message when a checkpoint was made for another network or class count."""
+    found = checkpoint.get("network")
+    if found is None or "state_dict" not in checkpoint:
+        raise ValueError(f"{source}: not an sstkd model checkpoint (keys: {sorted(checkpoint)[:8]})")
+    differences = {k: (found.get(k), v) for k, v in expected_network.items()
+                   if k != "backbone_weights" and found.get(k) != v}
+    if differences or checkpoint.get("num_classes") != num_classes:
+        details = ", ".join(f"{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in differences.items())
+        if checkpoint.get("num_classes") != num_classes:
+            details += f"{', ' if details else ''}num_classes: checkpoint {checkpoint.get('num_classes')} vs data {num_classes}"
+        raise ValueError(f"{source} was trained for another architecture ({details})")

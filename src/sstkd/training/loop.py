@@ -1,0 +1,341 @@
+"""The one training loop: teacher, baseline student and every distillation method call :func:`train_segmenter`.
+
+* SGD + momentum with poly decay (the paper's recipe) or AdamW; gradient accumulation.
+* CUDA: bf16 autocast and channels_last; CPU: fp32, deterministic.
+* The teacher is frozen (eval mode, no grad); the student, the loss adapters and (with its own optimiser) the
+  adversarial critic learn.
+* Every epoch a checkpoint (model, optimisers, scheduler, critic, epoch, RNG states, history) is written
+  atomically; an interrupted run started again resumes from it and ends with the same result, because all
+  randomness of epoch ``e`` derives from ``(seed, e)``.
+* A non-finite loss stops the run with an error naming the term and the step; the last good checkpoint stays.
+* Under ``torch.distributed`` (torchrun / elastic launch) it is data-parallel: DistributedSampler, DDP, optional
+  SyncBatchNorm; rank 0 alone logs, checkpoints and calls the callbacks.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm.auto import tqdm
+
+from sstkd.distill.losses import DistillationCriterion
+from sstkd.evaluation.metrics import ConfusionMatrix
+from sstkd.evaluation.inference import predict_logits
+from sstkd.training import distributed as dist_utils
+from sstkd.training.checkpoint import atomic_save, load_checkpoint
+from sstkd.training.seeding import epoch_seed
+
+log = logging.getLogger(__name__)
+
+
+class TrainingConfig(BaseModel):
+    """Training hyper-parameters (``training:`` in ``conf/*/parameters_*.yml``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(8, ge=1)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    poly_power: float = Field(0.9, ge=0)
+    accumulate_steps: int = Field(1, ge=1)
+    crop_size: tuple[int, int] = (96, 96)
+    scale_range: tuple[float, float] = (0.75, 1.5)
+    hflip: bool = True
+    num_workers: int = Field(0, ge=0)
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool = True
+    channels_last: bool = True
+    compile: bool = False
+    sync_batchnorm: bool = False
+    log_every: int = Field(10, ge=1)
+    max_steps_per_epoch: int | None = Field(None, ge=1)
+    progress: bool = True
+    nproc: int = Field(1, ge=1)
+    rdzv_endpoint: str | None = None
+    nnodes: str = "1"
+
+
+class NonFiniteLossError(FloatingPointError):
+    pass
+
+
+@dataclass
+class TrainingResult:
+    state_dict: dict[str, torch.Tensor]  # best validation mIoU, on CPU
+    best_epoch: int
+    best_miou: float
+    history: list[dict] = field(default_factory=list)
+    resumed_from_epoch: int | None = None
+
+
+class _StudentStep(nn.Module):
+    """Student forward + criterion in one module, so DDP also synchronises the loss adapters' gradients."""
+
+    def __init__(self, student: nn.Module, criterion: DistillationCriterion):
+        super().__init__()
+        self.student, self.criterion = student, criterion
+
+    def forward(self, images, masks, teacher_output):
+        output = self.student(images)
+        total, values = self.criterion(output, teacher_output, {"images": images, "masks": masks})
+        return total, values, output
+
+
+def _poly(total_steps: int, power: float) -> Callable[[int], float]:
+    return lambda step: max(0.0, 1 - step / max(total_steps, 1)) ** power
+
+
+def _loader(dataset: Dataset, config: TrainingConfig, train: bool, seed: int) -> tuple[DataLoader, object]:
+    sampler = None
+    generator = torch.Generator().manual_seed(seed)
+    if dist_utils.is_distributed():
+        sampler = DistributedSampler(dataset, shuffle=train, seed=seed, drop_last=train)
+    per_rank_batch = max(1, config.batch_size // (dist_utils.world_size() * config.accumulate_steps))
+    loader = DataLoader(
+        dataset,
+        batch_size=per_rank_batch if train else max(1, per_rank_batch),
+        shuffle=train and sampler is None,
+        sampler=sampler,
+        drop_last=train,
+        num_workers=config.num_workers,
+        pin_memory=torch.cuda.is_available(),
+        generator=generator,
+        persistent_workers=False,
+    )
+    return loader, sampler
+
+
+@torch.no_grad()
+def validate(model: nn.Module, dataset: Dataset, num_classes: int, config: TrainingConfig,
+             device: torch.device, window: tuple[int, int] | None = None) -> dict:
+    """mIoU and accuracies of ``model`` on ``dataset`` (confusion matrix summed over ranks)."""
+    loader, _ = _loader(dataset, config, train=False, seed=0)
+    was_training = model.training
+    model.eval()
+    matrix = ConfusionMatrix(num_classes, device)
+    autocast = _autocast(device, config)
+    for images, masks in loader:
+        images = _to_device(images, device, config)
+        with autocast:
+            probabilities = predict_logits(model, images, window=window)
+        matrix.update(probabilities.argmax(1), masks.to(device))
+    dist_utils.all_reduce_sum(matrix.matrix)
+    model.train(was_training)
+    return matrix.compute()
+
+
+def _autocast(device: torch.device, config: TrainingConfig):
+    if device.type == "cuda" and config.bf16:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def _to_device(images: torch.Tensor, device: torch.device, config: TrainingConfig) -> torch.Tensor:
+    images = images.to(device, non_blocking=True)
+    if device.type == "cuda" and config.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images
+
+
+def _rng_state(device: torch.device) -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def train_segmenter(
+    student: nn.Module,
+    criterion: DistillationCriterion,
+    train_set: Dataset,
+    val_set: Dataset,
+    num_classes: int,
+    config: TrainingConfig,
+    teacher: nn.Module | None = None,
+    checkpoint_dir: str | Path | None = None,
+    fingerprint: str = "",
+    name: str = "model",
+    callbacks: Sequence[Callable[[int, dict], None]] = (),
+) -> TrainingResult:
+    """Train ``student`` with ``criterion`` (and ``teacher`` when the criterion needs one).
+
+    ``checkpoint_dir`` holds ``last.pt``; a ``last.pt`` with the same ``fingerprint`` (a hash of everything that
+    decides the run) is resumed, any other is ignored and replaced. ``callbacks(epoch, metrics)`` run on rank 0
+    after each epoch (e.g. MLflow logging).
+    """
+    if criterion.needs_teacher and teacher is None:
+        raise ValueError(f"{name}: the loss terms {sorted(criterion.terms)} need a teacher, but none was given")
+    device = dist_utils.local_device(config.device)
+    main = dist_utils.is_main_process()
+    memory_format = torch.channels_last if device.type == "cuda" and config.channels_last else torch.preserve_format
+    if config.sync_batchnorm and dist_utils.is_distributed():
+        student = nn.SyncBatchNorm.convert_sync_batchnorm(student)
+    student.to(device, memory_format=memory_format).train()
+    criterion.to(device)
+    if teacher is not None:
+        teacher.to(device, memory_format=memory_format).eval()
+        for parameter in teacher.parameters():
+            parameter.requires_grad_(False)
+
+    step_module: nn.Module = _StudentStep(student, criterion)
+    adversarial = criterion.adversarial
+    if dist_utils.is_distributed():
+        if adversarial is not None:  # the critic is trained apart, its gradients averaged by hand below
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                step_module, [f"criterion.terms.adversarial.{n}" for n, _ in adversarial.named_parameters()]
+                + [f"criterion.terms.adversarial.{n}" for n, _ in adversarial.named_buffers()])
+        step_module = DistributedDataParallel(step_module, device_ids=[device.index] if device.type == "cuda" else None)
+    forward_step = torch.compile(step_module) if config.compile else step_module
+
+    parameters = list(student.parameters()) + criterion.student_side_parameters()
+    if config.optimizer == "sgd":
+        optimizer = torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum,
+                                    weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    critic_optimizer = (torch.optim.Adam(adversarial.discriminator.parameters(), lr=adversarial.lr,
+                                         betas=(0.9, 0.99)) if adversarial is not None else None)
+
+    train_loader, sampler = _loader(train_set, config, train=True, seed=config.seed)
+    steps_per_epoch = len(train_loader) // config.accumulate_steps
+    if config.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
+    if steps_per_epoch < 1:
+        raise ValueError(f"{name}: the training split has {len(train_set)} samples, fewer than one batch of "
+                         f"{config.batch_size}; lower training.batch_size")
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _poly(steps_per_epoch * config.epochs, config.poly_power))
+
+    history: list[dict] = []
+    best_miou, best_epoch, best_state = -math.inf, -1, None
+    start_epoch, resumed_from = 0, None
+    last_path = Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None
+    if last_path is not None and last_path.exists():
+        state = load_checkpoint(last_path, map_location="cpu")
+        if state.get("fingerprint") == fingerprint and state.get("epoch", -1) + 1 <= config.epochs:
+            student.load_state_dict(state["model"])
+            criterion.load_state_dict(state["criterion"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            if critic_optimizer is not None:
+                critic_optimizer.load_state_dict(state["critic_optimizer"])
+            history, best_miou, best_epoch = state["history"], state["best_miou"], state["best_epoch"]
+            best_state = state["best_model"]
+            start_epoch = resumed_from = state["epoch"] + 1
+            torch.set_rng_state(state["rng"]["torch"])
+            if main:
+                log.info("%s: resuming from %s after epoch %d", name, last_path, state["epoch"] + 1)
+        elif main:
+            log.info("%s: ignoring %s (made by a different configuration)", name, last_path)
+
+    first_bad_step = torch.full((len(criterion.terms),), -1, dtype=torch.long, device=device)
+    term_names = list(criterion.terms)
+    check_every = 1 if device.type == "cpu" else config.log_every
+    autocast = _autocast(device, config)
+    global_step = start_epoch * steps_per_epoch
+
+    for epoch in range(start_epoch, config.epochs):
+        seed = epoch_seed(config.seed, epoch)
+        torch.manual_seed(seed)
+        if hasattr(train_set, "set_epoch"):
+            train_set.set_epoch(epoch)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        train_loader.generator.manual_seed(seed)
+        student.train()
+        running = torch.zeros(len(term_names) + 1, device=device)
+        seen = 0
+        started = time.perf_counter()
+        bar = tqdm(total=steps_per_epoch, desc=f"{name} {epoch + 1}/{config.epochs}", leave=False,
+                   disable=not (main and config.progress), unit="step")
+        batches = iter(train_loader)
+        for step in range(steps_per_epoch):
+            for micro in range(config.accumulate_steps):
+                images, masks = next(batches)
+                images, masks = _to_device(images, device, config), masks.to(device, non_blocking=True)
+                sync = (nullcontext() if micro == config.accumulate_steps - 1 or not dist_utils.is_distributed()
+                        else step_module.no_sync())
+                with sync:
+                    with autocast:
+                        teacher_output = None
+                        if teacher is not None and criterion.needs_teacher:
+                            with torch.no_grad():
+                                teacher_output = teacher(images)
+                        total, values, student_output = forward_step(images, masks, teacher_output)
+                    (total / config.accumulate_steps).backward()
+                term_values = torch.stack([values[n].detach().float() for n in term_names])
+                finite = torch.isfinite(term_values)
+                first_bad_step = torch.where(~finite & (first_bad_step < 0), global_step, first_bad_step)
+                running += torch.cat([total.detach().float().view(1), term_values]).nan_to_num(0.0)
+                seen += images.shape[0]
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            if adversarial is not None and teacher_output is not None:
+                with autocast:
+                    critic_loss = adversarial.discriminator_loss(student_output, teacher_output,
+                                                                 {"images": images, "masks": masks})
+                critic_optimizer.zero_grad(set_to_none=True)
+                critic_loss.backward()
+                if dist_utils.is_distributed():
+                    for parameter in adversarial.discriminator.parameters():
+                        if parameter.grad is not None:
+                            dist_utils.all_reduce_sum(parameter.grad).div_(dist_utils.world_size())
+                critic_optimizer.step()
+            global_step += 1
+            if (step + 1) % check_every == 0 or step + 1 == steps_per_epoch:
+                bad = first_bad_step.cpu()
+                if (bad >= 0).any():
+                    term = term_names[int((bad >= 0).nonzero()[0])]
+                    raise NonFiniteLossError(
+                        f"{name}: loss term '{term}' became non-finite at step {int(bad.max())} (epoch {epoch + 1}); "
+                        f"stopped. The last good checkpoint is {last_path or '(none: no checkpoint_dir)'}")
+            if main and config.progress and ((step + 1) % config.log_every == 0 or step + 1 == steps_per_epoch):
+                means = (running / max(step + 1, 1) / config.accumulate_steps).tolist()
+                rate = seen * dist_utils.world_size() / (time.perf_counter() - started)
+                bar.set_postfix({"loss": f"{means[0]:.3f}", **{n: f"{v:.3f}" for n, v in zip(term_names, means[1:])},
+                                 "img/s": f"{rate:.0f}"})
+                bar.update((step + 1) - bar.n)
+        bar.close()
+        elapsed = time.perf_counter() - started
+        means = (running / steps_per_epoch / config.accumulate_steps).tolist()
+        val = validate(student, val_set, num_classes, config, device)
+        record = {"epoch": epoch + 1, "loss": means[0], **{f"loss_{n}": v for n, v in zip(term_names, means[1:])},
+                  "val_miou": val["miou"], "val_pixel_accuracy": val["pixel_accuracy"],
+                  "lr": optimizer.param_groups[0]["lr"],
+                  "images_per_second": seen * dist_utils.world_size() / max(elapsed, 1e-9)}
+        history.append(record)
+        if val["miou"] > best_miou:
+            best_miou, best_epoch = val["miou"], epoch + 1
+            best_state = {k: v.detach().cpu().clone() for k, v in student.state_dict().items()}
+        if main:
+            log.info("%s epoch %d/%d: loss %.4f, val mIoU %.4f, %.1f img/s", name, epoch + 1, config.epochs,
+                     means[0], val["miou"], record["images_per_second"])
+            if last_path is not None:
+                atomic_save({
+                    "fingerprint": fingerprint, "epoch": epoch, "model": student.state_dict(),
+                    "criterion": criterion.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "critic_optimizer": critic_optimizer.state_dict() if critic_optimizer else None,
+                    "history": history, "best_miou": best_miou, "best_epoch": best_epoch,
+                    "best_model": best_state, "rng": _rng_state(device),
+                }, last_path)
+            for callback in callbacks:
+                callback(epoch + 1, record)
+        dist_utils.barrier()
+    return TrainingResult(copy.deepcopy(best_state), best_epoch, best_miou, history, resumed_from)
