@@ -33,7 +33,7 @@ class SegmentationArrays(Dataset):
         return len(self.images)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image, mask = np.asarray(self.images[index]), np.asarray(self.masks[index])
+        image, mask = np.array(self.images[index]), np.array(self.masks[index])  # copy out of the read-only memmap
         if not self.train:
             return eval_transform(image, mask, self.config)
         rng = np.random.default_rng([self.seed, self.epoch, index])

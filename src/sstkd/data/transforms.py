@@ -38,7 +38,8 @@ def train_transform(
     """Random scale, pad-and-crop, horizontal flip, normalise.
 
     ``image`` ``(H, W, 3)`` uint8, ``mask`` ``(H, W)`` uint8 → ``(3, h, w)`` float32, ``(h, w)`` int64 with
-    ``(h, w) = crop_size``. The mask is resized with nearest neighbour; padding is ignore (255) in the mask and
+    ``(h, w) = crop_size``. The mask is resized with ``nearest-exact`` (plain ``nearest`` samples half a pixel
+    off from ``bilinear(align_corners=False)``, shifting labels against the image); padding is ignore (255) in the mask and
     zero (the mean colour) in the normalised image.
     """
     image_t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
@@ -48,7 +49,7 @@ def train_transform(
     new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
     if (new_h, new_w) != (height, width):
         image_t = F.interpolate(image_t[None], size=(new_h, new_w), mode="bilinear", align_corners=False)[0]
-        mask_t = F.interpolate(mask_t[None, None].float(), size=(new_h, new_w), mode="nearest")[0, 0].to(torch.uint8)
+        mask_t = F.interpolate(mask_t[None, None].float(), size=(new_h, new_w), mode="nearest-exact")[0, 0].to(torch.uint8)
     image_t = normalize(image_t, config.mean, config.std)
     crop_h, crop_w = config.crop_size
     pad_h, pad_w = max(crop_h - new_h, 0), max(crop_w - new_w, 0)

@@ -108,18 +108,20 @@ def directional_masks(height: int, width: int, directions: int, transition: floa
     # Rows grow downwards in an image: flip fy so angles are counter-clockwise on screen.
     angle = torch.atan2(-fy, fx).remainder(math.pi)  # orientation of the wave vector in [0, π)
     width_rad = math.pi / directions
-    half_transition = 0.5 * transition * width_rad
-    masks = []
-    for d in range(directions):
-        centre = (d + 0.5) * width_rad
-        distance = ((angle - centre + math.pi / 2).remainder(math.pi) - math.pi / 2).abs()  # circular on [0, π)
+    if transition == 0:  # hard wedges: an exact partition, each frequency in exactly one direction
+        index = (angle / width_rad).floor().long().clamp(max=directions - 1)
+        masks = torch.nn.functional.one_hot(index, directions).permute(2, 0, 1).double()
+    else:
+        half_transition = 0.5 * transition * width_rad
         edge = width_rad / 2
-        # Inside the wedge: 1; across the edge, cos² → 0 over [edge - t, edge + t]; neighbours take sin².
-        ramp = ((distance - (edge - half_transition)) / (2 * half_transition + 1e-12)).clamp(0, 1)
-        masks.append(torch.cos(0.5 * math.pi * ramp) if transition > 0 else (distance <= edge).double())
-    masks = torch.stack(masks)
-    if transition == 0:  # hard wedges: break ties on exact edges so each frequency belongs to one direction
-        masks = masks / masks.pow(2).sum(0, keepdim=True).sqrt().clamp_min(1e-12)
+        masks = []
+        for d in range(directions):
+            centre = (d + 0.5) * width_rad
+            distance = ((angle - centre + math.pi / 2).remainder(math.pi) - math.pi / 2).abs()  # circular on [0, π)
+            # Inside the wedge: 1; across the edge, cos² → 0 over [edge - t, edge + t]; the neighbour takes sin².
+            ramp = ((distance - (edge - half_transition)) / (2 * half_transition)).clamp(0, 1)
+            masks.append(torch.cos(0.5 * math.pi * ramp))
+        masks = torch.stack(masks)
     if width % 2 == 0:
         # The Nyquist column stands for +-0.5 at once: (fy, 1/2) and (-fy, 1/2) are conjugate samples and must
         # share one gain, or the output is not the real sub-band it claims to be (and energy leaks).

@@ -1,5 +1,8 @@
 """Every training loss behind one call shape: ``loss(student, teacher, batch) -> scalar tensor``.
 
+Teacher outputs are always detached inside the losses, so no gradient can reach the teacher even when a caller
+forgets ``torch.no_grad()``.
+
 ``student``/``teacher`` are :class:`~sstkd.models.segmenter.SegmentationOutput` (``teacher`` is ``None`` when no
 teacher is used), ``batch`` is ``{"images": (B, 3, H, W), "masks": (B, H, W)}``. A method ("baseline",
 "pixel_kd", "skd", "cwd", "sstkd", ...) is nothing but a set of named terms with weights, built by
@@ -73,7 +76,7 @@ class PixelwiseDistillation(nn.Module):
     def forward(self, student: SegmentationOutput, teacher: SegmentationOutput, batch) -> torch.Tensor:
         t = self.temperature
         log_p_student = F.log_softmax(student.logits.float() / t, dim=1)
-        log_p_teacher = F.log_softmax(teacher.logits.float() / t, dim=1)
+        log_p_teacher = F.log_softmax(teacher.logits.detach().float() / t, dim=1)
         kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=1)
         return kl.mean() * t * t
 
@@ -98,7 +101,7 @@ class PairwiseDistillation(nn.Module):
         return nodes.transpose(1, 2) @ nodes
 
     def forward(self, student: SegmentationOutput, teacher: SegmentationOutput, batch) -> torch.Tensor:
-        return F.mse_loss(self._graph(student.high_level), self._graph(teacher.high_level))
+        return F.mse_loss(self._graph(student.high_level), self._graph(teacher.high_level.detach()))
 
 
 class ChannelwiseDistillation(nn.Module):
@@ -113,7 +116,7 @@ class ChannelwiseDistillation(nn.Module):
     def forward(self, student: SegmentationOutput, teacher: SegmentationOutput, batch) -> torch.Tensor:
         t = self.temperature
         s = F.log_softmax(student.logits.float().flatten(2) / t, dim=2)
-        p = F.log_softmax(teacher.logits.float().flatten(2) / t, dim=2)
+        p = F.log_softmax(teacher.logits.detach().float().flatten(2) / t, dim=2)
         return (p.exp() * (p - s)).sum(dim=2).mean() * t * t
 
 

@@ -69,6 +69,7 @@ class TrainingConfig(BaseModel):
     nproc: int = Field(1, ge=1)
     rdzv_endpoint: str | None = None
     nnodes: str = "1"
+    checkpoint_root: str | None = "data/06_models/checkpoints"  # resumable per-epoch state, one folder per model
 
 
 class NonFiniteLossError(FloatingPointError):

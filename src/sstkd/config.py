@@ -1,0 +1,93 @@
+"""Parameter schemas: every parameter group is validated once, where it enters a node, with errors that name
+the key (``distillation.methods.sstkd.losses.structural.levels: ...``)."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sstkd.models.segmenter import NetworkConfig
+from sstkd.training.loop import TrainingConfig
+
+Schema = TypeVar("Schema", bound=BaseModel)
+
+
+class ParameterError(ValueError):
+    pass
+
+
+def validate(schema: type[Schema], values: Any, where: str) -> Schema:
+    """``schema.model_validate(values)``, re-raised as :class:`ParameterError` naming each bad key."""
+    try:
+        return schema.model_validate(values if values is not None else {})
+    except ValidationError as error:
+        lines = []
+        for problem in error.errors():
+            key = ".".join([where, *(str(part) for part in problem["loc"])])
+            got = f" (got {problem['input']!r})" if problem["type"] != "missing" else ""
+            lines.append(f"{key}: {problem['msg']}{got}")
+        raise ParameterError("invalid parameters:\n  " + "\n  ".join(lines)) from None
+
+
+def merged(base: dict | None, override: dict | None) -> dict:
+    """``base`` updated by ``override`` one level deep (used for per-stage training overrides)."""
+    return {**(base or {}), **(override or {})}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SyntheticParams(_Strict):
+    seed: int = 0
+    image_size: int = Field(128, ge=16)
+    splits: dict[str, int] = {"train": 256, "val": 64, "test": 64}
+    min_regions: int = Field(3, ge=1)
+    max_regions: int = Field(7, ge=1)
+    boundary_warp: float = Field(10.0, ge=0)
+    sensor_noise: float = Field(0.02, ge=0)
+
+
+class IngestionParams(_Strict):
+    required_splits: list[str] = ["train", "val", "test"]
+    workers: int = Field(4, ge=1)
+
+
+class PreprocessingParams(_Strict):
+    cache_size: tuple[int, int] | None = None
+    workers: int = Field(4, ge=1)
+
+
+class TeacherParams(_Strict):
+    network: NetworkConfig
+    checkpoint: str | None = None
+    losses: dict[str, dict[str, Any] | None] = {"cross_entropy": {"aux_weight": 0.4}}
+    training: dict[str, Any] = {}
+
+
+class StudentParams(_Strict):
+    network: NetworkConfig
+    training: dict[str, Any] = {}
+
+
+class MethodParams(_Strict):
+    description: str = ""
+    losses: dict[str, dict[str, Any] | None]
+    training: dict[str, Any] = {}
+
+
+class EvaluationParams(_Strict):
+    split: str = "test"
+    sliding_window: tuple[int, int] | None = None
+    window_overlap: float = Field(1 / 3, ge=0, lt=1)
+    flip: bool = False
+    scales: list[float] = [1.0]
+    boundary_radius: int = Field(2, ge=1)
+    batch_size: int = Field(8, ge=1)
+    latency_runs: int = Field(5, ge=1)
+    qualitative_samples: int = Field(4, ge=1)
+    device: str = "auto"
+
+
+__all__ = ["NetworkConfig", "TrainingConfig", "validate", "merged", "ParameterError"]

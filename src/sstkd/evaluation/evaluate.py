@@ -1,0 +1,72 @@
+"""Evaluate a trained network on a split: region, boundary, and cost metrics."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+from tqdm.auto import tqdm
+
+from sstkd.data.transforms import normalize
+from sstkd.evaluation.inference import predict_logits
+from sstkd.evaluation.metrics import BoundaryScores, ConfusionMatrix
+
+
+def _batches(images: np.ndarray, masks: np.ndarray, batch_size: int, mean, std, device):
+    for start in range(0, len(images), batch_size):
+        batch = torch.from_numpy(np.array(images[start : start + batch_size])).permute(0, 3, 1, 2)
+        yield (normalize(batch.to(device), mean, std),
+               torch.from_numpy(np.array(masks[start : start + batch_size])).long().to(device))
+
+
+@torch.no_grad()
+def evaluate_network(network: nn.Module, images: np.ndarray, masks: np.ndarray, num_classes: int,
+                     normalization: dict, batch_size: int = 8, window=None, overlap: float = 1 / 3,
+                     flip: bool = False, scales=(1.0,), boundary_radius: int = 2,
+                     device: torch.device | str = "cpu", name: str = "model") -> dict:
+    """mIoU, per-class IoU, pixel/mean accuracy, boundary IoU/F-score and the confusion matrix."""
+    network = network.to(device).eval()
+    matrix = ConfusionMatrix(num_classes, device)
+    boundary = BoundaryScores(num_classes, boundary_radius, device)
+    for batch, target in tqdm(_batches(images, masks, batch_size, normalization["mean"], normalization["std"],
+                                       device), total=-(-len(images) // batch_size), desc=f"evaluating {name}",
+                              leave=False):
+        prediction = predict_logits(network, batch, window=window, overlap=overlap, flip=flip,
+                                    scales=tuple(scales)).argmax(1)
+        matrix.update(prediction, target)
+        boundary.update(prediction, target)
+    return matrix.compute() | boundary.compute()
+
+
+@torch.no_grad()
+def predict_labels(network: nn.Module, images: np.ndarray, normalization: dict, window=None,
+                   device: torch.device | str = "cpu") -> np.ndarray:
+    network = network.to(device).eval()
+    batch = normalize(torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).to(device),
+                      normalization["mean"], normalization["std"])
+    return predict_logits(network, batch, window=window).argmax(1).cpu().numpy().astype(np.uint8)
+
+
+@torch.no_grad()
+def network_cost(network: nn.Module, height: int, width: int, runs: int = 5) -> dict:
+    """Parameters, GFLOPs of one forward pass (torch's FLOP counter; 1 MAC = 2 FLOPs) and CPU latency (median)."""
+    network = network.cpu().eval()
+    sample = torch.zeros(1, 3, height, width)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        network(sample)
+    network(sample)  # warm-up
+    timings = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        network(sample)
+        timings.append(time.perf_counter() - started)
+    return {
+        "params_millions": sum(p.numel() for p in network.parameters()) / 1e6,
+        "gflops": counter.get_total_flops() / 1e9,
+        "cpu_latency_ms": 1000 * float(np.median(timings)),
+        "latency_input": f"1x3x{height}x{width}",
+    }

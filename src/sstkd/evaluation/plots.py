@@ -1,0 +1,119 @@
+"""Figures for the report (matplotlib, returned as Figure objects for the catalog to save)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from sstkd.data.sources import IGNORE_INDEX  # noqa: E402
+from sstkd.data.transforms import normalize  # noqa: E402
+from sstkd.distill.contourlet import ContourletDecomposition, standardize_channels  # noqa: E402
+from sstkd.distill.texture_statistics import DenoisedTextureEqualization  # noqa: E402
+
+
+def _palette(num_classes: int) -> np.ndarray:
+    colours = plt.get_cmap("tab20" if num_classes > 10 else "tab10")(np.arange(num_classes) % 20)[:, :3]
+    palette = np.zeros((256, 3))
+    palette[:num_classes] = colours
+    palette[IGNORE_INDEX] = 0
+    return palette
+
+
+def plot_miou(table: pd.DataFrame) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(1.4 * len(table) + 2, 3.6))
+    x = np.arange(len(table))
+    ax.bar(x - 0.2, table["miou"], 0.4, label="mIoU")
+    ax.bar(x + 0.2, table["boundary_fscore"], 0.4, label="boundary F-score")
+    for i, value in enumerate(table["miou"]):
+        ax.text(i - 0.2, value + 0.5, f"{value:.1f}", ha="center", fontsize=8)
+    ax.set_xticks(x, table["model"], rotation=20)
+    ax.set_ylabel("%")
+    ax.set_title("Test mIoU and boundary F-score per model")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_per_class_iou(results: dict[str, dict], class_names: list[str]) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(max(8, 0.8 * len(class_names)), 3.8))
+    width = 0.8 / max(len(results), 1)
+    x = np.arange(len(class_names))
+    for i, (model, result) in enumerate(results.items()):
+        values = [np.nan if v is None else 100 * v for v in result["metrics"]["per_class_iou"]]
+        ax.bar(x + (i - (len(results) - 1) / 2) * width, values, width, label=model)
+    ax.set_xticks(x, class_names, rotation=35, ha="right")
+    ax.set_ylabel("IoU (%)")
+    ax.set_title("Per-class IoU")
+    ax.legend(fontsize=8, ncol=min(len(results), 4))
+    fig.tight_layout()
+    return fig
+
+
+def plot_predictions(images: np.ndarray, masks: np.ndarray, predictions: dict[str, np.ndarray],
+                     num_classes: int) -> plt.Figure:
+    """Rows: samples; columns: image, ground truth, then each model's prediction."""
+    palette = _palette(num_classes)
+    columns = ["image", "ground truth", *predictions]
+    fig, axes = plt.subplots(len(images), len(columns), figsize=(2.1 * len(columns), 2.1 * len(images)),
+                             squeeze=False)
+    for row in range(len(images)):
+        panels = [images[row], palette[masks[row]], *(palette[p[row]] for p in predictions.values())]
+        for col, (title, panel) in enumerate(zip(columns, panels)):
+            axes[row, col].imshow(panel)
+            axes[row, col].axis("off")
+            if row == 0:
+                axes[row, col].set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+@torch.no_grad()
+def plot_texture_modules(image: np.ndarray, networks: dict[str, torch.nn.Module], normalization: dict,
+                         levels: int = 3, directions: int = 8, quantization: int = 16) -> plt.Figure:
+    """For one image: CDM sub-band energy of the finest level per direction, and DTIEM histograms, per network."""
+    batch = normalize(torch.from_numpy(np.ascontiguousarray(image[None])).permute(0, 3, 1, 2),
+                      normalization["mean"], normalization["std"])
+    cdm = ContourletDecomposition(levels, directions)
+    dtiem = DenoisedTextureEqualization((quantization,))
+    fig, axes = plt.subplots(len(networks), directions + 2, figsize=(1.7 * (directions + 2), 1.9 * len(networks)),
+                             squeeze=False)
+    for row, (name, network) in enumerate(networks.items()):
+        features = standardize_channels(network.cpu().eval()(batch).low_level)
+        subbands = cdm(features)[0][0]  # finest level, first image: (D, C, h, w)
+        energy = subbands.pow(2).mean(dim=1)
+        scale = float(energy.max())
+        axes[row, 0].imshow(image)
+        axes[row, 0].set_ylabel(name, fontsize=9)
+        for d in range(directions):
+            axes[row, d + 1].imshow(energy[d], cmap="magma", vmin=0, vmax=scale)
+            if row == 0:
+                axes[row, d + 1].set_title(f"{180 * (d + 0.5) / directions:.0f}°", fontsize=8)
+        stats = dtiem(features)[0]
+        axes[row, -1].bar(np.arange(quantization), stats.histogram[0].numpy(), color="0.6", label="counts")
+        axes[row, -1].plot(np.arange(quantization), stats.denoised[0].numpy(), "r-", label="denoised")
+        axes[row, -1].plot(np.arange(quantization), stats.cdf[0].numpy() / quantization * 2, "b--", label="CDF (scaled)")
+        if row == 0:
+            axes[row, -1].set_title("DTIEM levels", fontsize=8)
+            axes[row, -1].legend(fontsize=6)
+        for ax in axes[row, :-1]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle("CDM finest-level directional energy (per wave-vector direction) and DTIEM intensity histograms",
+                 fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_class_frequencies(statistics: dict) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(statistics["class_names"])), 3.2))
+    ax.bar(statistics["class_names"], 100 * np.asarray(statistics["class_frequency"]))
+    ax.set_ylabel("% of labelled pixels")
+    ax.set_title(f"Class frequencies (train split, {statistics['num_images']} images)")
+    ax.tick_params(axis="x", rotation=35)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,72 @@
+"""Evaluate every trained network on the test split and write the study's report."""
+
+import mlflow
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from sstkd import tracking
+from sstkd.config import EvaluationParams, validate
+from sstkd.evaluation.evaluate import evaluate_network, network_cost, predict_labels
+from sstkd.evaluation.plots import plot_miou, plot_per_class_iou, plot_predictions, plot_texture_modules
+from sstkd.evaluation.report import report_markdown, report_table
+from sstkd.training.distributed import local_device
+from sstkd.training.recipe import network_from_payload
+
+
+def _architecture(payload: dict) -> str:
+    network = payload["network"]
+    return f"{network['head']}-{network['backbone']}/os{network['output_stride']}"
+
+
+def evaluate_models(training_cache: dict, dataset_info: dict, evaluation: dict, **models: dict) -> dict:
+    params = validate(EvaluationParams, evaluation, "evaluation")
+    if params.split not in training_cache:
+        raise KeyError(f"evaluation.split: the cache has no '{params.split}' split (it has {sorted(training_cache)})")
+    images, masks = training_cache[params.split]["images"], training_cache[params.split]["masks"]
+    device = local_device(params.device)
+    num_classes = int(dataset_info["num_classes"])
+    results = {}
+    for name, payload in models.items():
+        network = network_from_payload(payload, source=name)
+        metrics = evaluate_network(network, images, masks, num_classes, payload["normalization"],
+                                   params.batch_size, params.sliding_window, params.window_overlap, params.flip,
+                                   params.scales, params.boundary_radius, device, name)
+        cost = network_cost(network, images.shape[1], images.shape[2], params.latency_runs)
+        results[name] = {"role": payload.get("role", "student"), "architecture": _architecture(payload),
+                         "metrics": metrics, "cost": cost, "best_val_miou": payload.get("best_val_miou"),
+                         "mlflow_run_id": payload.get("mlflow_run_id", ""),
+                         "fingerprint": payload.get("fingerprint", "")}
+        summary = {k: v for k, v in metrics.items() if isinstance(v, float)} | cost
+        tracking.log_metrics(summary, prefix=f"test.{name}.")
+        if payload.get("mlflow_run_id") and tracking.active():
+            client = mlflow.MlflowClient()
+            for key, value in summary.items():
+                if isinstance(value, float):
+                    client.log_metric(payload["mlflow_run_id"], f"test_{key}", value)
+    return results
+
+
+def build_report(evaluation_results: dict, dataset_info: dict) -> tuple[pd.DataFrame, str, dict, Figure, Figure]:
+    table = report_table(evaluation_results)
+    markdown = report_markdown(table, evaluation_results, dataset_info["classes"],
+                               f"SSTKD study on {dataset_info['layout']} ({dataset_info['root']})")
+    metrics = {row["model"]: {k: (None if pd.isna(row[k]) else float(row[k]))
+                              for k in ("miou", "delta_miou", "boundary_fscore", "boundary_iou", "pixel_accuracy")}
+               for _, row in table.iterrows()}
+    return (table, markdown, metrics, plot_miou(table),
+            plot_per_class_iou(evaluation_results, dataset_info["classes"]))
+
+
+def plot_examples(training_cache: dict, dataset_info: dict, evaluation: dict, **models: dict) -> tuple[Figure, Figure]:
+    params = validate(EvaluationParams, evaluation, "evaluation")
+    split = training_cache[params.split]
+    count = min(params.qualitative_samples, len(split["images"]))
+    images, masks = np.array(split["images"][:count]), np.array(split["masks"][:count])
+    networks = {name: network_from_payload(payload, source=name) for name, payload in models.items()}
+    normalization = next(iter(models.values()))["normalization"]
+    predictions = {name: predict_labels(net, images, models[name]["normalization"], params.sliding_window)
+                   for name, net in networks.items()}
+    texture_networks = {name: networks[name] for name in ("teacher", "baseline", "sstkd") if name in networks}
+    return (plot_predictions(images, masks, predictions, int(dataset_info["num_classes"])),
+            plot_texture_modules(images[0], texture_networks or networks, normalization))

@@ -1,0 +1,14 @@
+from kedro.pipeline import Pipeline, node
+
+from .nodes import build_report, evaluate_models, plot_examples
+
+
+def create_pipeline(methods: list[str] | None = None, **kwargs) -> Pipeline:
+    models = {"teacher": "teacher_model"} | {m: f"{m}.student_model" for m in (methods or ["baseline", "pixel_kd", "sstkd"])}
+    shared = {"training_cache": "training_cache", "dataset_info": "dataset_info", "evaluation": "params:evaluation"}
+    return Pipeline([
+        node(evaluate_models, shared | models, "evaluation_results", name="evaluate_models"),
+        node(build_report, ["evaluation_results", "dataset_info"],
+             ["report_table", "report_markdown", "metrics", "miou_plot", "per_class_iou_plot"], name="build_report"),
+        node(plot_examples, shared | models, ["qualitative_plot", "texture_modules_plot"], name="plot_examples"),
+    ])

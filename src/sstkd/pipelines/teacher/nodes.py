@@ -1,0 +1,26 @@
+"""Train the teacher, or load and validate a given teacher checkpoint."""
+
+from sstkd.config import TeacherParams, TrainingConfig, merged, validate
+from sstkd.pipelines.common import train_and_track
+from sstkd.training.checkpoint import load_checkpoint
+from sstkd.training.loop import validate as validate_network
+from sstkd.training.recipe import network_from_payload, split_dataset, transform_config
+from sstkd.training.distributed import local_device
+
+
+def train_teacher(training_cache: dict, dataset_info: dict, dataset_statistics: dict, training: dict,
+                  teacher: dict) -> tuple[dict, list[dict]]:
+    params = validate(TeacherParams, teacher, "teacher")
+    config = validate(TrainingConfig, merged(training, params.training), "teacher.training")
+    if params.checkpoint is None:
+        return train_and_track("teacher", "teacher", training_cache, dataset_info, dataset_statistics,
+                               params.network, params.losses, config)
+    payload = load_checkpoint(params.checkpoint)
+    network = network_from_payload(payload, params.network, int(dataset_info["num_classes"]),
+                                   source=f"teacher.checkpoint ({params.checkpoint})")
+    val_set = split_dataset(training_cache, "val", transform_config(config, dataset_statistics), False, config.seed)
+    metrics = validate_network(network, val_set, int(dataset_info["num_classes"]), config,
+                               local_device(config.device))
+    payload = payload | {"role": "teacher", "best_val_miou": metrics["miou"], "source": params.checkpoint}
+    payload.setdefault("normalization", {"mean": dataset_statistics["mean"], "std": dataset_statistics["std"]})
+    return payload, [{"epoch": 0, "val_miou": metrics["miou"], "loaded_from": params.checkpoint}]

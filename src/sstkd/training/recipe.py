@@ -1,0 +1,95 @@
+"""From cached arrays and configuration to a trained model payload: the one recipe every stage uses."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from sstkd.data.dataset import SegmentationArrays
+from sstkd.data.transforms import TransformConfig
+from sstkd.distill.losses import build_criterion
+from sstkd.models.segmenter import NetworkConfig, SegmentationNetwork, build_network
+from sstkd.training.checkpoint import check_architecture
+from sstkd.training.loop import TrainingConfig, TrainingResult, train_segmenter
+from sstkd.training.seeding import seed_everything
+
+
+def fingerprint_of(*parts) -> str:
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def transform_config(training: TrainingConfig, statistics: dict) -> TransformConfig:
+    return TransformConfig(crop_size=tuple(training.crop_size), scale_range=tuple(training.scale_range),
+                           hflip=training.hflip, mean=tuple(statistics["mean"]), std=tuple(statistics["std"]))
+
+
+def split_dataset(cache: dict, split: str, transforms: TransformConfig, train: bool, seed: int) -> SegmentationArrays:
+    if split not in cache:
+        raise KeyError(f"the cache has no '{split}' split (it has {sorted(cache)}); check data.required_splits")
+    return SegmentationArrays(cache[split]["images"], cache[split]["masks"], transforms, train=train, seed=seed)
+
+
+def network_from_payload(payload: dict, expected: NetworkConfig | None = None, num_classes: int | None = None,
+                         source: str = "checkpoint") -> SegmentationNetwork:
+    """Rebuild a trained network from a payload; fail clearly if it does not match what is expected."""
+    if expected is not None:
+        check_architecture(payload, expected.model_dump(), num_classes, source)
+    elif "network" not in payload or "state_dict" not in payload:
+        raise ValueError(f"{source}: not an sstkd model checkpoint")
+    network = build_network(payload["network"] | {"backbone_weights": None}, payload["num_classes"])
+    network.load_state_dict(payload["state_dict"])
+    return network
+
+
+def train_network(
+    name: str,
+    cache: dict,
+    dataset_info: dict,
+    statistics: dict,
+    network_config: NetworkConfig,
+    losses: dict,
+    training: TrainingConfig,
+    teacher_payload: dict | None = None,
+    checkpoint_root: str | Path | None = None,
+    callbacks: Sequence[Callable[[int, dict], None]] = (),
+) -> tuple[dict, TrainingResult]:
+    """Train one network (teacher or student) and return ``(payload, result)``.
+
+    The payload carries everything needed to rebuild and audit the model: its architecture, class names,
+    input normalisation, the fingerprint of the run that made it, and its best validation mIoU.
+    """
+    seed_everything(training.seed)
+    num_classes = int(dataset_info["num_classes"])
+    transforms = transform_config(training, statistics)
+    train_set = split_dataset(cache, "train", transforms, train=True, seed=training.seed)
+    val_set = split_dataset(cache, "val", transforms, train=False, seed=training.seed)
+    student = build_network(network_config, num_classes)
+    teacher = network_from_payload(teacher_payload, source="teacher_model") if teacher_payload else None
+    criterion = build_criterion(
+        losses, num_classes, student.low_level_channels,
+        teacher.low_level_channels if teacher is not None else None, where=f"{name}.losses")
+    fingerprint = fingerprint_of(name, network_config.model_dump(), losses, training.model_dump(
+        exclude={"progress", "log_every", "num_workers", "nproc", "rdzv_endpoint", "nnodes", "checkpoint_root"}),
+        dataset_info.get("fingerprint"), teacher_payload.get("fingerprint") if teacher_payload else None)
+    result = train_segmenter(
+        student, criterion, train_set, val_set, num_classes, training, teacher=teacher,
+        checkpoint_dir=Path(checkpoint_root) / name if checkpoint_root else None,
+        fingerprint=fingerprint, name=name, callbacks=callbacks)
+    payload = {
+        "name": name,
+        "network": network_config.model_dump(),
+        "num_classes": num_classes,
+        "class_names": list(dataset_info["classes"]),
+        "state_dict": result.state_dict,
+        "normalization": {"mean": list(statistics["mean"]), "std": list(statistics["std"])},
+        "fingerprint": fingerprint,
+        "best_epoch": result.best_epoch,
+        "best_val_miou": float(result.best_miou),
+        "losses": json.dumps(losses, sort_keys=True),
+    }
+    return payload, result
+

@@ -1,0 +1,97 @@
+import hashlib
+
+import numpy as np
+
+from sstkd.data.synthetic import (
+    STATISTICAL_CLASSES,
+    STRUCTURAL_CLASSES,
+    TEXTURE_CLASSES,
+    MosaicSpec,
+    _texture_field,
+    render_mosaic,
+    write_texture_mosaics,
+)
+
+
+def _tree_digest(root):
+    digest = hashlib.sha1()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def test_same_seed_gives_same_bytes_and_other_seed_differs(tmp_path):
+    spec = MosaicSpec(seed=7, image_size=32, splits={"train": 3, "val": 2})
+    write_texture_mosaics(spec, tmp_path / "a")
+    write_texture_mosaics(spec, tmp_path / "b")
+    write_texture_mosaics(MosaicSpec(seed=8, image_size=32, splits={"train": 3, "val": 2}), tmp_path / "c")
+    assert _tree_digest(tmp_path / "a") == _tree_digest(tmp_path / "b")
+    assert _tree_digest(tmp_path / "a") != _tree_digest(tmp_path / "c")
+
+
+def test_layout_and_skip_when_present(tmp_path):
+    spec = MosaicSpec(seed=1, image_size=32, splits={"train": 2, "val": 1, "test": 1})
+    root = tmp_path / "raw"
+    assert write_texture_mosaics(spec, root) is True
+    assert sorted(p.name for p in (root / "splits").iterdir()) == ["test.txt", "train.txt", "val.txt"]
+    assert len(list((root / "images").glob("*.png"))) == 4 == len(list((root / "masks").glob("*.png")))
+    mtime = (root / "classes.json").stat().st_mtime_ns
+    assert write_texture_mosaics(spec, root) is False  # same fingerprint: skipped
+    assert (root / "classes.json").stat().st_mtime_ns == mtime
+    assert write_texture_mosaics(MosaicSpec(seed=2, image_size=32, splits={"train": 2}), root) is True
+    assert len(list((root / "images").glob("*.png"))) == 2  # replaced whole, no stale files
+    assert not list(tmp_path.glob(".raw.*"))  # no staging folder left
+
+
+def test_classes_are_balanced_and_present():
+    spec = MosaicSpec(seed=0, image_size=64)
+    counts = np.zeros(len(TEXTURE_CLASSES))
+    for index in range(200):
+        _, mask = render_mosaic(spec, index)
+        counts += np.bincount(mask.ravel(), minlength=len(TEXTURE_CLASSES))
+    share = counts / counts.sum()
+    assert share.min() > 0.5 / len(TEXTURE_CLASSES) and share.max() < 2.0 / len(TEXTURE_CLASSES)
+    assert len(STRUCTURAL_CLASSES) == len(STATISTICAL_CLASSES) >= 4
+
+
+def _dominant_orientation(field):
+    spectrum = np.abs(np.fft.fft2(field - field.mean())) ** 2
+    fy = np.fft.fftfreq(field.shape[0])[:, None]
+    fx = np.fft.fftfreq(field.shape[1])[None, :]
+    angle = np.degrees(np.arctan2(-fy, fx)) % 180
+    return float(angle.ravel()[spectrum.ravel().argmax()])
+
+
+def test_structural_classes_differ_by_orientation():
+    rng = np.random.default_rng(0)
+    for name, expected in (("stripes_0", 0), ("stripes_45", 45), ("stripes_90", 90), ("stripes_135", 135)):
+        found = _dominant_orientation(_texture_field(name, rng, 128))
+        assert min(abs(found - expected), 180 - abs(found - expected)) < 15, (name, found)
+
+
+def test_statistical_classes_differ_by_distribution():
+    rng = np.random.default_rng(0)
+    gaussian = _texture_field("gaussian_grain", rng, 128)
+    binary = _texture_field("binary_grain", rng, 128)
+    # Same spread, different shape: a two-valued field has (near) zero mass around its mean.
+    assert abs(gaussian.std() - binary.std()) / gaussian.std() < 0.3
+    assert (np.abs(binary) < 0.2).mean() < 0.01 < (np.abs(gaussian) < 0.2).mean()
+    coarse = _texture_field("coarse_grain", rng, 128)
+    fine_corr = np.corrcoef(gaussian[:, :-3].ravel(), gaussian[:, 3:].ravel())[0, 1]
+    coarse_corr = np.corrcoef(coarse[:, :-3].ravel(), coarse[:, 3:].ravel())[0, 1]
+    assert coarse_corr > fine_corr + 0.3
+    assert _texture_field("faint_smooth", rng, 128).std() < 0.5 * gaussian.std()
+    sparse = _texture_field("sparse_speckle", rng, 128)
+    assert (sparse > sparse.mean()).mean() < 0.1
+
+
+def test_no_class_is_a_constant_colour():
+    spec = MosaicSpec(seed=0, image_size=64)
+    colours = {}
+    for index in range(60):
+        image, mask = render_mosaic(spec, index)
+        for class_id in np.unique(mask):
+            colours.setdefault(int(class_id), []).append(image[mask == class_id].mean(axis=0))
+    for class_id, means in colours.items():
+        assert np.std(np.array(means), axis=0).max() > 10, TEXTURE_CLASSES[class_id]

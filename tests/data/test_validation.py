@@ -1,0 +1,103 @@
+"""One test per kind of bad input: each fails before training, naming the file and the problem."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sstkd.data.manifest import DatasetValidationError, build_manifest
+from sstkd.data.sources import open_source
+
+from .layouts import make_cityscapes, make_generic, rgb, save_png
+
+
+def _validate(root, layout="generic", splits=("train", "val", "test")):
+    return build_manifest(open_source(layout, root), list(splits), workers=2)
+
+
+def _problems(root, **kwargs):
+    with pytest.raises(DatasetValidationError) as error:
+        _validate(root, **kwargs)
+    return str(error.value)
+
+
+def test_clean_dataset_passes(tmp_path):
+    make_generic(tmp_path)
+    assert len(_validate(tmp_path)) == 4
+
+
+def test_missing_mask(tmp_path):
+    make_generic(tmp_path)
+    (tmp_path / "masks" / "x2.png").unlink()
+    assert "x2.png: no mask found for sample 'x2'" in _problems(tmp_path)
+
+
+def test_mask_without_image(tmp_path):
+    make_generic(tmp_path)
+    save_png(tmp_path / "masks" / "stray.png", np.zeros((12, 16), np.uint8), mode="L")
+    assert "stray.png: mask has no matching image" in _problems(tmp_path)
+
+
+def test_corrupt_image(tmp_path):
+    make_generic(tmp_path)
+    data = (tmp_path / "images" / "x1.png").read_bytes()
+    (tmp_path / "images" / "x1.png").write_bytes(data[: len(data) // 2])  # truncated
+    assert "x1.png: unreadable or corrupt image" in _problems(tmp_path)
+
+
+def test_mask_of_the_wrong_size(tmp_path):
+    make_generic(tmp_path)
+    save_png(tmp_path / "masks" / "y1.png", np.zeros((10, 16), np.uint8), mode="L")
+    assert "y1.png: mask size 16x10 differs from image size 16x12" in _problems(tmp_path)
+
+
+def test_unknown_label_id(tmp_path):
+    make_generic(tmp_path)
+    save_png(tmp_path / "masks" / "z1.png", np.full((12, 16), 7, np.uint8), mode="L")
+    assert "z1.png: label id(s) [7] are not defined for the generic layout" in _problems(tmp_path)
+
+
+def test_unknown_cityscapes_label_id(tmp_path):
+    make_cityscapes(tmp_path)
+    mask = next((tmp_path / "gtFine" / "val").rglob("*_labelIds.png"))
+    save_png(mask, np.full((12, 16), 40, np.uint8), mode="L")
+    assert "label id(s) [40] are not defined for the cityscapes layout" in _problems(tmp_path, layout="cityscapes")
+
+
+def test_rgb_mask_is_rejected(tmp_path):
+    make_generic(tmp_path)
+    save_png(tmp_path / "masks" / "x1.png", rgb())
+    assert "x1.png: unreadable mask" in _problems(tmp_path) and "single-channel" in _problems(tmp_path)
+
+
+def test_empty_split(tmp_path):
+    make_generic(tmp_path)
+    (tmp_path / "splits" / "test.txt").write_text("")
+    assert "split 'test' is empty" in _problems(tmp_path)
+
+
+def test_duplicate_ids(tmp_path):
+    make_generic(tmp_path)
+    (tmp_path / "splits" / "val.txt").write_text("y1\nx1\n")
+    assert "sample id 'x1' appears more than once" in _problems(tmp_path)
+
+
+def test_all_problems_are_reported_at_once(tmp_path):
+    make_generic(tmp_path)
+    (tmp_path / "masks" / "x2.png").unlink()
+    save_png(tmp_path / "masks" / "y1.png", np.zeros((3, 3), np.uint8), mode="L")
+    with pytest.raises(DatasetValidationError) as error:
+        _validate(tmp_path)
+    assert len(error.value.problems) == 2
+
+
+def test_split_listing_a_missing_image(tmp_path):
+    make_generic(tmp_path)
+    (tmp_path / "splits" / "train.txt").write_text("x1\nghost\n")
+    with pytest.raises(FileNotFoundError, match="'ghost'"):
+        open_source("generic", tmp_path)
+
+
+def test_palette_png_image_is_read_as_rgb(tmp_path):
+    make_generic(tmp_path)
+    Image.fromarray(rgb()).convert("P").save(tmp_path / "images" / "x1.png")
+    assert len(_validate(tmp_path)) == 4
