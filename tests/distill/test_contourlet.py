@@ -79,3 +79,11 @@ def test_cuda_matches_cpu():
     gpu = module.cuda()(x.cuda())
     for a, b in zip(cpu, gpu):
         torch.testing.assert_close(b.cpu(), a, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("size", [(24, 24), (19, 30)])
+def test_spectral_energy_equals_the_energy_of_explicit_subbands(size):
+    bank = DirectionalFilterBank(8)
+    x = torch.randn(2, 3, *size)
+    explicit = bank(x).pow(2).sum(dim=(-2, -1))  # (B, D, C)
+    torch.testing.assert_close(bank.energy(x), explicit, rtol=1e-4, atol=1e-4)

@@ -152,3 +152,17 @@ def test_gradients_reach_the_student_network_not_the_teacher_network():
     assert student.backbone.stage1[0].weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in teacher.parameters())
     assert isinstance(criterion.terms["structural"].adapter, nn.Conv2d)
+
+
+def test_structural_loss_equals_its_explicit_subband_definition():
+    from sstkd.distill.contourlet import standardize_channels
+
+    loss = _identity_adapter(StructuralTextureLoss(C, C, levels=2, directions=4, level_weights=[1.0, 0.5]))
+    student, teacher = _output(1), _output(0)
+    s_levels = loss.decompose(standardize_channels(student.low_level))
+    t_levels = loss.decompose(standardize_channels(teacher.low_level))
+    expected = 0
+    for weight, s, t in zip([1.0, 0.5], s_levels, t_levels):
+        per_direction = (s - t).pow(2).mean(dim=(2, 3, 4)) / t.pow(2).mean(dim=(2, 3, 4))
+        expected = expected + weight * per_direction.mean()
+    torch.testing.assert_close(loss(student, teacher, BATCH), expected / 1.5, rtol=1e-4, atol=1e-5)

@@ -143,13 +143,20 @@ class AdversarialDistillation(nn.Module):
 
     needs_teacher = True
 
-    def __init__(self, num_classes: int, channels: int = 64, lr: float = 4e-4, gradient_penalty: float = 10.0):
+    def __init__(self, num_classes: int, channels: int = 64, lr: float = 4e-4, gradient_penalty: float = 10.0,
+                 downsample: int = 4):
         super().__init__()
         self.discriminator = Discriminator(num_classes, channels)
-        self.lr, self.gradient_penalty = lr, gradient_penalty
+        self.lr, self.gradient_penalty, self.downsample = lr, gradient_penalty, downsample
 
     def _inputs(self, output: SegmentationOutput, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        return output.logits.float().softmax(dim=1), batch["images"].float()
+        # The critic judges the score map at 1/downsample resolution (SKD's sees stride-8 logits): the
+        # double backward of the gradient penalty at full resolution cost more than the student's own step.
+        probabilities, images = output.logits.float().softmax(dim=1), batch["images"].float()
+        if self.downsample > 1:
+            probabilities = F.avg_pool2d(probabilities, self.downsample, ceil_mode=True)
+            images = F.avg_pool2d(images, self.downsample, ceil_mode=True)
+        return probabilities, images
 
     def forward(self, student: SegmentationOutput, teacher: SegmentationOutput, batch) -> torch.Tensor:
         for parameter in self.discriminator.parameters():
@@ -197,14 +204,20 @@ class StructuralTextureLoss(nn.Module):
         self.level_weights, self.normalize = [float(w) for w in weights], normalize
 
     def forward(self, student: SegmentationOutput, teacher: SegmentationOutput, batch) -> torch.Tensor:
-        student_bands = self.decompose(standardize_channels(self.adapter(student.low_level)))
+        # Sub-band errors are computed spectrally (DirectionalFilterBank.energy): since the bank is linear,
+        # ||S_d - T_d||² is the directional energy of the band difference; no sub-band is materialised.
+        pyramid, bank = self.decompose.pyramid, self.decompose.filter_bank
+        student_bands, _ = pyramid(standardize_channels(self.adapter(student.low_level)))
         with torch.no_grad():
-            teacher_bands = self.decompose(standardize_channels(teacher.low_level))
+            teacher_bands, _ = pyramid(standardize_channels(teacher.low_level.detach()))
         total = student_bands[0].new_zeros(())
         for weight, s, t in zip(self.level_weights, student_bands, teacher_bands):
-            error = (s - t).pow(2).mean(dim=(2, 3, 4))  # (B, D)
+            pixels = t.shape[1] * t.shape[2] * t.shape[3]
+            error = bank.energy(s - t).sum(dim=2) / pixels  # (B, D): mean squared error per direction
             if self.normalize == "energy":
-                error = error / (t.pow(2).mean(dim=(2, 3, 4)) + 1e-6)
+                with torch.no_grad():
+                    reference = bank.energy(t).sum(dim=2) / pixels
+                error = error / (reference + 1e-6)
             total = total + weight * error.mean()
         return total / sum(self.level_weights)
 

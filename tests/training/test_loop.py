@@ -1,0 +1,93 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from sstkd.training.checkpoint import atomic_save, check_architecture, load_checkpoint
+from sstkd.training.loop import NonFiniteLossError
+
+from . import helpers
+
+HELPER = Path(helpers.__file__)
+
+
+def test_same_seed_same_metrics_and_training_learns():
+    first_payload, first = helpers.train(epochs=6, lr=0.05, batch_size=4)
+    second_payload, second = helpers.train(epochs=6, lr=0.05, batch_size=4)
+    assert [h["loss"] for h in first.history] == [h["loss"] for h in second.history]
+    for key, value in first_payload["state_dict"].items():
+        torch.testing.assert_close(value, second_payload["state_dict"][key])
+    losses = [h["loss"] for h in first.history]
+    assert losses[-1] < 0.9 * losses[0], losses
+    assert first.best_miou == max(h["val_miou"] for h in first.history)
+
+
+def _run_child(checkpoint_root, epochs, kill_after_checkpoint=False):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HELPER.parents[2]), os.environ.get("PYTHONPATH", "")]))
+    command = [sys.executable, "-m", "tests.training.helpers", str(checkpoint_root), str(epochs)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                               cwd=HELPER.parents[2])
+    if kill_after_checkpoint:
+        last = Path(checkpoint_root) / "student" / "last.pt"
+        deadline = time.time() + 120
+        while not last.exists() and process.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert last.exists(), process.communicate()[1][-2000:]
+        process.send_signal(signal.SIGKILL)  # mid-training: after epoch 1's checkpoint, during epoch 2
+        process.wait()
+        return None
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err[-3000:]
+    return json.loads(out.split("HISTORY=")[1])
+
+
+def test_a_killed_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path):
+    uninterrupted = _run_child(tmp_path / "straight", 3)
+    _run_child(tmp_path / "killed", 3, kill_after_checkpoint=True)
+    state = load_checkpoint(tmp_path / "killed" / "student" / "last.pt")
+    assert state["epoch"] < 2  # really interrupted before the end
+    resumed = _run_child(tmp_path / "killed", 3)
+    assert resumed == uninterrupted
+    assert not list((tmp_path / "killed" / "student").glob(".*tmp"))
+
+
+def test_a_non_finite_loss_stops_with_the_term_and_step_and_keeps_the_last_checkpoint(tmp_path):
+    helpers.train(checkpoint_root=tmp_path, epochs=1)
+    good = load_checkpoint(tmp_path / "student" / "last.pt")
+    with pytest.raises(NonFiniteLossError, match=r"loss term 'cross_entropy' became non-finite at step \d+"):
+        helpers.train(checkpoint_root=tmp_path, epochs=2, lr=1e30)
+    kept = load_checkpoint(tmp_path / "student" / "last.pt")
+    assert kept["fingerprint"] == good["fingerprint"] and kept["epoch"] == good["epoch"]
+
+
+def test_checkpoints_load_weights_only_and_refuse_code(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo unsafe",))
+
+    torch.save({"x": Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(ValueError, match="not a readable sstkd checkpoint"):
+        load_checkpoint(tmp_path / "evil.pt")
+    atomic_save({"network": {"head": "pspnet"}, "num_classes": 3, "state_dict": {}}, tmp_path / "ok.pt")
+    assert load_checkpoint(tmp_path / "ok.pt")["num_classes"] == 3
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_a_checkpoint_of_another_architecture_fails_clearly():
+    payload = {"network": {"head": "pspnet", "backbone": "resnet10"}, "num_classes": 10, "state_dict": {}}
+    with pytest.raises(ValueError, match=r"another architecture \(backbone: checkpoint 'resnet10' vs config 'resnet101'"):
+        check_architecture(payload, {"head": "pspnet", "backbone": "resnet101"}, 10, "teacher.checkpoint")
+    with pytest.raises(ValueError, match="num_classes: checkpoint 10 vs data 19"):
+        check_architecture(payload, {"head": "pspnet", "backbone": "resnet10"}, 19, "teacher.checkpoint")
+
+
+def test_too_few_samples_for_a_batch_is_a_clear_error():
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        helpers.train(batch_size=64, epochs=1)
