@@ -6,9 +6,9 @@ import sys
 import numpy as np
 
 from sstkd.data.synthetic import MosaicSpec, render_mosaic
+from sstkd.models.segmenter import NetworkConfig
 from sstkd.training.loop import TrainingConfig
 from sstkd.training.recipe import train_network
-from sstkd.models.segmenter import NetworkConfig
 
 STUDENT = NetworkConfig(head="pspnet", backbone="resnet10", output_stride=16, head_channels=16)
 

@@ -283,7 +283,7 @@ class DistillationCriterion(nn.Module):
 
     @property
     def adversarial(self) -> AdversarialDistillation | None:
-        term = self.terms["adversarial"] if "adversarial" in self.terms else None
+        term = self.terms["adversarial"] if "adversarial" in self.terms else None  # noqa: SIM401 (ModuleDict has no .get)
         return term if isinstance(term, AdversarialDistillation) else None
 
     def student_side_parameters(self) -> list[nn.Parameter]:

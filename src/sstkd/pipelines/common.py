@@ -6,6 +6,7 @@ import numpy as np
 
 from sstkd import tracking
 from sstkd.models.segmenter import NetworkConfig
+from sstkd.training.launch import run_data_parallel
 from sstkd.training.loop import TrainingConfig
 from sstkd.training.recipe import network_from_payload, train_network
 
@@ -21,15 +22,25 @@ def train_and_track(name: str, role: str, cache: dict, dataset_info: dict, stati
         tags["sstkd.teacher_fingerprint"] = teacher_payload.get("fingerprint", "")
     with tracking.nested_run(name, tags) as run_id:
         tracking.log_params({"network": network.model_dump(), "losses": losses, "training": training.model_dump()})
-        payload, result = train_network(name, cache, dataset_info, statistics, network, losses, training,
-                                        teacher_payload, training.checkpoint_root,
-                                        callbacks=[tracking.epoch_logger()])
+        kwargs = dict(name=name, cache=cache, dataset_info=dataset_info, statistics=statistics,
+                      network_config=network, losses=losses, training=training, teacher_payload=teacher_payload,
+                      checkpoint_root=training.checkpoint_root)
+        if training.nproc > 1 or training.nnodes != "1":
+            # Workers are separate processes without this MLflow run: their epochs are logged from rank 0's history.
+            results = run_data_parallel(training.nproc, kwargs, training.nnodes, training.rdzv_endpoint)
+            payload, history = results[min(results)]
+            log_epoch = tracking.epoch_logger()
+            for record in history:
+                log_epoch(record["epoch"], record)
+        else:
+            payload, result = train_network(**kwargs, callbacks=[tracking.epoch_logger()])
+            history = result.history
         payload["role"] = role
         payload["mlflow_run_id"] = run_id or ""
-        tracking.log_metrics({"best_val_miou": result.best_miou, "best_epoch": result.best_epoch})
+        tracking.log_metrics({"best_val_miou": payload["best_val_miou"], "best_epoch": payload["best_epoch"]})
         if run_id:
             tracking.set_tags({"sstkd.fingerprint": payload["fingerprint"]})
             crop = training.crop_size
             example = np.zeros((1, 3, crop[0], crop[1]), dtype=np.float32)
             tracking.log_torch_model(network_from_payload(payload), example)
-    return payload, result.history
+    return payload, history

@@ -32,8 +32,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
 from sstkd.distill.losses import DistillationCriterion
-from sstkd.evaluation.metrics import ConfusionMatrix
 from sstkd.evaluation.inference import predict_logits
+from sstkd.evaluation.metrics import ConfusionMatrix
 from sstkd.training import distributed as dist_utils
 from sstkd.training.checkpoint import atomic_save, load_checkpoint
 from sstkd.training.seeding import epoch_seed

@@ -7,8 +7,6 @@ import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import torch
-
 from sstkd.data.dataset import SegmentationArrays
 from sstkd.data.transforms import TransformConfig
 from sstkd.distill.losses import build_criterion

@@ -3,9 +3,9 @@
 from sstkd.config import TeacherParams, TrainingConfig, merged, validate
 from sstkd.pipelines.common import train_and_track
 from sstkd.training.checkpoint import load_checkpoint
+from sstkd.training.distributed import local_device
 from sstkd.training.loop import validate as validate_network
 from sstkd.training.recipe import network_from_payload, split_dataset, transform_config
-from sstkd.training.distributed import local_device
 
 
 def train_teacher(training_cache: dict, dataset_info: dict, dataset_statistics: dict, training: dict,

@@ -1,0 +1,68 @@
+"""Start data-parallel training from inside a Kedro node through torch's elastic launcher (torchrun's engine).
+
+``training.nproc`` workers per node run :func:`train_network` under DDP (NCCL on GPUs, Gloo on CPU); the node
+gets rank 0's result back and writes it through the catalog as usual. For several machines, run the same
+``kedro run`` on each with ``training.nnodes`` (e.g. ``"2"``) and a shared ``training.rdzv_endpoint``
+(``host:port`` of one of them); rendezvous is torch's c10d store.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+from sstkd.training.recipe import train_network
+
+
+def _free_local_endpoint() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{probe.getsockname()[1]}"
+
+
+def _by_reference(cache: dict) -> dict:
+    """Memory-mapped arrays travel to the workers as file names (pickling would copy the whole cache)."""
+    return {split: {name: ("memmap", array.filename) if isinstance(array, np.memmap) else array
+                    for name, array in arrays.items()} for split, arrays in cache.items()}
+
+
+def _reopen(cache: dict) -> dict:
+    return {split: {name: np.load(value[1], mmap_mode="r") if isinstance(value, tuple) else value
+                    for name, value in arrays.items()} for split, arrays in cache.items()}
+
+
+def _worker(kwargs: dict):
+    """Runs in each worker process: join the process group, train, return this rank's result."""
+    kwargs = kwargs | {"cache": _reopen(kwargs["cache"])}
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
+    dist.init_process_group(backend)
+    try:
+        payload, result = train_network(**kwargs)
+        return payload, result.history
+    finally:
+        dist.destroy_process_group()
+
+
+def run_data_parallel(nproc: int, kwargs: dict, nnodes: str = "1", rdzv_endpoint: str | None = None):
+    """Train with ``nproc`` processes per node; returns ``{rank: (payload, history)}`` of this node's workers."""
+    min_nodes, _, max_nodes = nnodes.partition(":")
+    config = LaunchConfig(
+        min_nodes=int(min_nodes),
+        max_nodes=int(max_nodes or min_nodes),
+        nproc_per_node=nproc,
+        run_id=f"sstkd-{uuid.uuid4().hex[:8]}" if rdzv_endpoint is None else "sstkd",
+        rdzv_backend="c10d",
+        rdzv_endpoint=rdzv_endpoint or _free_local_endpoint(),
+        max_restarts=0,
+        monitor_interval=1,
+    )
+    return elastic_launch(config, _worker)(kwargs | {"cache": _by_reference(kwargs["cache"])})
