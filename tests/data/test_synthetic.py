@@ -95,3 +95,21 @@ def test_no_class_is_a_constant_colour():
             colours.setdefault(int(class_id), []).append(image[mask == class_id].mean(axis=0))
     for class_id, means in colours.items():
         assert np.std(np.array(means), axis=0).max() > 10, TEXTURE_CLASSES[class_id]
+
+
+def test_mosaics_declare_that_flips_change_classes_and_training_refuses_flips(tmp_path):
+    import pytest
+
+    from sstkd.data.sources import open_source
+    from sstkd.models.segmenter import NetworkConfig
+    from sstkd.training.loop import TrainingConfig
+    from sstkd.training.recipe import train_network
+
+    write_texture_mosaics(MosaicSpec(seed=1, image_size=32, splits={"train": 2, "val": 1}), tmp_path)
+    info = open_source("generic", tmp_path).info()
+    assert info["hflip_safe"] is False
+    # Mirroring a 45-degree grating gives a 135-degree one: the label would be wrong.
+    field = _texture_field("stripes_45", np.random.default_rng(0), 64)
+    assert 120 < _dominant_orientation(field[:, ::-1]) < 150
+    with pytest.raises(ValueError, match="training.hflip is on, but this dataset's classes change"):
+        train_network("x", {}, info, {}, NetworkConfig(), {"cross_entropy": {}}, TrainingConfig(hflip=True))

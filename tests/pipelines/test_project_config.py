@@ -33,7 +33,8 @@ def pipelines():
 def test_every_dvc_stage_runs_a_registered_pipeline_and_its_outputs_are_catalog_paths(pipelines):
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     catalog = yaml.safe_load((ROOT / "conf/base/catalog.yml").read_text())
-    catalog_paths = {entry.get("filepath") or entry.get("path") for entry in catalog.values()}
+    catalog_paths = {entry.get("filepath") or entry.get("path") or entry.get("dataset", {}).get("filepath")
+                     for entry in catalog.values()}
     for name, stage in stages.items():
         assert stage["cmd"] == f"kedro run --pipeline {name}" and name in pipelines
         for out in stage.get("outs", []):

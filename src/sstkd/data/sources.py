@@ -50,6 +50,7 @@ class SourceLayout:
     label_lut: np.ndarray  # (256,) uint8: stored mask value -> training id, IGNORE_INDEX or UNKNOWN_LABEL
     records: list[SampleRecord] = field(default_factory=list)
     orphan_masks: list[str] = field(default_factory=list)  # masks with no image (reported by validation)
+    hflip_safe: bool = True  # False where mirroring changes a class (orientation-defined classes)
 
     @property
     def num_classes(self) -> int:
@@ -63,6 +64,7 @@ class SourceLayout:
             "num_classes": self.num_classes,
             "ignore_index": IGNORE_INDEX,
             "label_lut": self.label_lut.tolist(),
+            "hflip_safe": self.hflip_safe,
         }
 
 
@@ -117,9 +119,10 @@ def read_generic(root: str | Path, classes: list[str] | None = None) -> SourceLa
     image_dir = _require_dir(root / "images", "generic layout")
     mask_dir = _require_dir(root / "masks", "generic layout")
     split_dir = _require_dir(root / "splits", "generic layout")
+    described = json.loads((root / "classes.json").read_text()) if (root / "classes.json").exists() else {}
     if classes is None:
-        if (root / "classes.json").exists():
-            classes = list(json.loads((root / "classes.json").read_text())["classes"])
+        if described:
+            classes = list(described["classes"])
         elif (root / "classes.txt").exists():
             classes = _read_split_list(root / "classes.txt")
         else:
@@ -134,7 +137,7 @@ def read_generic(root: str | Path, classes: list[str] | None = None) -> SourceLa
     masks = _files_by_stem(mask_dir, (".png",))
     orphans = [str(masks[s].relative_to(root)) for s in sorted(set(masks) - listed)]
     return SourceLayout("generic", root, classes, _lut({i: i for i in range(len(classes))} | {255: IGNORE_INDEX}),
-                        records, orphans)
+                        records, orphans, hflip_safe=bool(described.get("hflip_safe", True)))
 
 
 # ----------------------------------------------------------------------------------------------- cityscapes

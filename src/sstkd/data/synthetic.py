@@ -187,6 +187,8 @@ def write_texture_mosaics(
             "structural_classes": list(STRUCTURAL_CLASSES),
             "statistical_classes": list(STATISTICAL_CLASSES),
             "ignore_index": IGNORE_INDEX,
+            # A horizontal mirror turns stripes_45 into stripes_135: flip augmentation would mislabel them.
+            "hflip_safe": False,
             "generator": {"name": "texture_mosaics", "fingerprint": spec.fingerprint(), "spec": asdict(spec)},
         }
         (staging / "classes.json").write_text(json.dumps(meta, indent=2) + "\n")

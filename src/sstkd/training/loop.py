@@ -314,6 +314,7 @@ def train_segmenter(
                 bar.update((step + 1) - bar.n)
         bar.close()
         elapsed = time.perf_counter() - started
+        running = dist_utils.all_reduce_sum(running) / dist_utils.world_size()  # log the global mean
         means = (running / steps_per_epoch / config.accumulate_steps).tolist()
         val = validate(student, val_set, num_classes, config, device)
         record = {"epoch": epoch + 1, "loss": means[0], **{f"loss_{n}": v for n, v in zip(term_names, means[1:])},

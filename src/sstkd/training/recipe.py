@@ -60,6 +60,9 @@ def train_network(
     The payload carries everything needed to rebuild and audit the model: its architecture, class names,
     input normalisation, the fingerprint of the run that made it, and its best validation mIoU.
     """
+    if training.hflip and dataset_info.get("hflip_safe") is False:
+        raise ValueError(f"{name}: training.hflip is on, but this dataset's classes change under a horizontal mirror "
+                         f"(its classes.json says hflip_safe: false); set training.hflip: false")
     seed_everything(training.seed)
     num_classes = int(dataset_info["num_classes"])
     transforms = transform_config(training, statistics)

@@ -1,4 +1,4 @@
-"""``sstkd`` command line: audit what produced a model.
+"""The ``sstkd`` command: audit what produced a model (not ``cli.py``: Kedro reserves that name for project commands).
 
     sstkd runs                      recent MLflow runs of the study (id, name, role, mIoU)
     sstkd lineage RUN_ID            data version, code commit, parameters, teacher and metrics of one run
