@@ -144,3 +144,22 @@ def test_notebooks_run_on_a_real_study(project, notebook, monkeypatch):
     if notebook == "lineage.ipynb":
         assert set(namespace["table"]["model"]) >= {"teacher", "baseline", "sstkd"}
         assert namespace["lineage"]["teacher"]["run_id"]
+
+
+def test_data_stages_through_the_kedro_session_api(tmp_path, monkeypatch):
+    """synthetic -> ingestion -> preprocessing in-process, as a notebook or another tool would run them."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    for item in ("conf", "pyproject.toml", ".telemetry"):
+        (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, tmp_path / item)
+    (tmp_path / "src").symlink_to(ROOT / "src")
+    monkeypatch.setenv("KEDRO_ENV", "tiny")
+    monkeypatch.chdir(tmp_path)
+    bootstrap_project(tmp_path)
+    with KedroSession.create(project_path=tmp_path, env="tiny") as session:
+        session.run(pipeline_names=["data"])
+    statistics = json.loads((tmp_path / "data/08_reporting/dataset_statistics.json").read_text())
+    assert statistics["num_images"] == 16 and sum(statistics["class_pixel_counts"]) == 16 * 64 * 64
+    info = json.loads((tmp_path / "data/02_intermediate/dataset_info.json").read_text())
+    assert info["hflip_safe"] is False and info["samples"] == {"test": 8, "train": 16, "val": 8}

@@ -204,10 +204,14 @@ class StructuralTextureLoss(nn.Module):
         self.level_weights, self.normalize = [float(w) for w in weights], normalize
 
     def forward(self, student: SegmentationOutput, teacher: SegmentationOutput, batch) -> torch.Tensor:
+        with torch.autocast(student.low_level.device.type, enabled=False):  # pyramid and FFTs in fp32
+            return self._loss(student, teacher)
+
+    def _loss(self, student: SegmentationOutput, teacher: SegmentationOutput) -> torch.Tensor:
         # Sub-band errors are computed spectrally (DirectionalFilterBank.energy): since the bank is linear,
         # ||S_d - T_d||² is the directional energy of the band difference; no sub-band is materialised.
         pyramid, bank = self.decompose.pyramid, self.decompose.filter_bank
-        student_bands, _ = pyramid(standardize_channels(self.adapter(student.low_level)))
+        student_bands, _ = pyramid(standardize_channels(self.adapter(student.low_level.float())))
         with torch.no_grad():
             teacher_bands, _ = pyramid(standardize_channels(teacher.low_level.detach()))
         total = student_bands[0].new_zeros(())
@@ -243,7 +247,11 @@ class StatisticalTextureLoss(nn.Module):
         self.weights = (intensity_weight, histogram_weight, descriptor_weight)
 
     def forward(self, student: SegmentationOutput, teacher: SegmentationOutput, batch) -> torch.Tensor:
-        student_features = standardize_channels(self.adapter(student.low_level))
+        with torch.autocast(student.low_level.device.type, enabled=False):  # cosines and histograms in fp32
+            return self._loss(student, teacher)
+
+    def _loss(self, student: SegmentationOutput, teacher: SegmentationOutput) -> torch.Tensor:
+        student_features = standardize_channels(self.adapter(student.low_level.float()))
         with torch.no_grad():
             teacher_stats = self.module(standardize_channels(teacher.low_level))
         student_stats = self.module(student_features, encoding_from=teacher_stats)
