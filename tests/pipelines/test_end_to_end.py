@@ -104,6 +104,16 @@ def test_one_stage_reruns_alone(project):
     assert (project / "data/06_models/teacher.pt").stat().st_mtime_ns == before
 
 
+def test_a_node_trains_data_parallel_with_two_processes(project):
+    model = project / "data/06_models/students/baseline.pt"
+    before = model.read_bytes()
+    _run(project, "run", "--env", "tiny", "--pipeline", "distillation", "--namespaces", "baseline",
+         "--params", "training.nproc=2,training.seed=7")
+    history = json.loads((project / "data/07_model_output/baseline_history.json").read_text())
+    assert len(history) == 1 and 0 <= history[0]["val_miou"] <= 1
+    assert model.read_bytes() != before  # retrained (another seed), by the DDP workers, written by the node
+
+
 def test_a_corrupt_image_fails_ingestion_naming_it_and_keeps_the_manifest(project, tmp_path):
     manifest = project / "data/02_intermediate/manifest.csv"
     before = manifest.read_bytes()

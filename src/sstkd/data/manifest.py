@@ -61,7 +61,7 @@ def read_mask(path: Path) -> np.ndarray:
 def read_image(path: Path) -> np.ndarray:
     """An RGB image ``(H, W, 3)`` uint8."""
     with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
+        return np.array(image.convert("RGB"))  # writable: torch.from_numpy warns on read-only buffers
 
 
 def _check_sample(source: SourceLayout, record) -> _Checked:

@@ -26,15 +26,16 @@ def train_and_track(name: str, role: str, cache: dict, dataset_info: dict, stati
                       network_config=network, losses=losses, training=training, teacher_payload=teacher_payload,
                       checkpoint_root=training.checkpoint_root)
         if training.nproc > 1 or training.nnodes != "1":
-            # Workers are separate processes without this MLflow run: their epochs are logged from rank 0's history.
             results = run_data_parallel(training.nproc, kwargs, training.nnodes, training.rdzv_endpoint)
             payload, history = results[min(results)]
-            log_epoch = tracking.epoch_logger()
-            for record in history:
-                log_epoch(record["epoch"], record)
+            unlogged = history  # the workers are separate processes, outside this MLflow run
         else:
             payload, result = train_network(**kwargs, callbacks=[tracking.epoch_logger()])
             history = result.history
+            unlogged = history[: result.resumed_from_epoch or 0]  # epochs restored from a checkpoint
+        log_epoch = tracking.epoch_logger()
+        for record in unlogged:
+            log_epoch(record["epoch"], record)
         payload["role"] = role
         payload["mlflow_run_id"] = run_id or ""
         tracking.log_metrics({"best_val_miou": payload["best_val_miou"], "best_epoch": payload["best_epoch"]})
