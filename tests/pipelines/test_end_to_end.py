@@ -161,9 +161,11 @@ def test_data_stages_through_the_kedro_session_api(tmp_path, monkeypatch):
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
-    for item in ("conf", "pyproject.toml", ".telemetry"):
-        (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, tmp_path / item)
-    (tmp_path / "src").symlink_to(ROOT / "src")
+    for item in ("conf", "src", "pyproject.toml", ".telemetry"):
+        if (ROOT / item).is_dir():
+            shutil.copytree(ROOT / item, tmp_path / item, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(ROOT / item, tmp_path / item)
     monkeypatch.setenv("KEDRO_ENV", "tiny")
     monkeypatch.chdir(tmp_path)
     bootstrap_project(tmp_path)
