@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from kedro.io import AbstractDataset, DatasetError
 
+from sstkd.atomic import replaced_directory
 from sstkd.data.sources import SourceLayout, open_source
 from sstkd.data.synthetic import MosaicSpec, write_texture_mosaics
 from sstkd.training.checkpoint import atomic_save, load_checkpoint
@@ -75,9 +74,7 @@ class ArrayCacheDataset(AbstractDataset[dict, dict]):
                 for split, names in meta["arrays"].items()}
 
     def save(self, data: dict[str, dict[str, np.ndarray]]) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{self._path.name}.", dir=self._path.parent))
-        try:
+        with replaced_directory(self._path) as staging:
             for split, arrays in data.items():
                 (staging / split).mkdir()
                 for name, array in arrays.items():
@@ -85,15 +82,6 @@ class ArrayCacheDataset(AbstractDataset[dict, dict]):
             meta = {"arrays": {split: sorted(arrays) for split, arrays in data.items()},
                     "shapes": {split: {k: list(np.shape(v)) for k, v in arrays.items()} for split, arrays in data.items()}}
             (staging / "meta.json").write_text(json.dumps(meta, indent=2))
-            old = self._path.with_name(f".{self._path.name}.old")
-            if self._path.exists():
-                shutil.rmtree(old, ignore_errors=True)
-                self._path.rename(old)
-            staging.rename(self._path)
-            shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
 
     def _exists(self) -> bool:
         return (self._path / "meta.json").exists()

@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from sstkd.atomic import replaced_directory
 
 STRUCTURAL_CLASSES = ("stripes_0", "stripes_45", "stripes_90", "stripes_135", "crosshatch")
 STATISTICAL_CLASSES = ("gaussian_grain", "binary_grain", "coarse_grain", "sparse_speckle", "faint_smooth")
@@ -163,9 +163,7 @@ def write_texture_mosaics(
                 return False
         except (KeyError, ValueError, TypeError):
             pass  # unreadable metadata: regenerate
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-    try:
+    with replaced_directory(root) as staging:
         (staging / "images").mkdir()
         (staging / "masks").mkdir()
         (staging / "splits").mkdir()
@@ -192,15 +190,4 @@ def write_texture_mosaics(
             "generator": {"name": "texture_mosaics", "fingerprint": spec.fingerprint(), "spec": asdict(spec)},
         }
         (staging / "classes.json").write_text(json.dumps(meta, indent=2) + "\n")
-        if root.exists():
-            old = root.with_name(f".{root.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            root.rename(old)
-            staging.rename(root)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.rename(root)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return True

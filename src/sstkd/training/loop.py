@@ -110,7 +110,7 @@ def _loader(dataset: Dataset, config: TrainingConfig, train: bool, seed: int) ->
     per_rank_batch = max(1, config.batch_size // (dist_utils.world_size() * config.accumulate_steps))
     loader = DataLoader(
         dataset,
-        batch_size=per_rank_batch if train else max(1, per_rank_batch),
+        batch_size=per_rank_batch,
         shuffle=train and sampler is None,
         sampler=sampler,
         drop_last=train,
