@@ -47,6 +47,7 @@ def plot_per_class_iou(results: dict[str, dict], class_names: list[str]) -> plt.
         values = [np.nan if v is None else 100 * v for v in result["metrics"]["per_class_iou"]]
         ax.bar(x + (i - (len(results) - 1) / 2) * width, values, width, label=model)
     ax.set_xticks(x, class_names, rotation=35, ha="right")
+    ax.set_ylim(0, 115)  # headroom for the legend above the bars
     ax.set_ylabel("IoU (%)")
     ax.set_title("Per-class IoU")
     ax.legend(fontsize=8, ncol=min(len(results), 4))
