@@ -25,6 +25,9 @@ METHODS = {
     "pixel_kd": {"cross_entropy": {}, "pixel_kd": {"weight": 10.0}},
     "sstkd": {"cross_entropy": {}, "pixel_kd": {"weight": 10.0}, "adversarial": {"weight": 0.1},
               "structural": {"weight": 1.0}, "statistical": {"weight": 1.0}},
+    "sstkd_recompute": {"cross_entropy": {}, "pixel_kd": {"weight": 10.0}, "adversarial": {"weight": 0.1},
+                        "structural": {"weight": 1.0, "recompute": True},
+                        "statistical": {"weight": 1.0, "recompute": True}},
 }
 NETWORKS = {
     "cpu": ({"head": "deeplabv3", "backbone": "resnet18", "output_stride": 16, "head_channels": 128},

@@ -10,6 +10,7 @@ The tracking store is the one in ``conf/base/mlflow.yml`` (``--tracking-uri`` ov
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -84,6 +85,7 @@ def list_runs(client, out=sys.stdout, limit: int = 30) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `sstkd lineage ... | head` ends quietly
     parser = argparse.ArgumentParser(prog="sstkd", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: conf/base/mlflow.yml)")
     commands = parser.add_subparsers(dest="command", required=True)

@@ -166,3 +166,19 @@ def test_structural_loss_equals_its_explicit_subband_definition():
         per_direction = (s - t).pow(2).mean(dim=(2, 3, 4)) / t.pow(2).mean(dim=(2, 3, 4))
         expected = expected + weight * per_direction.mean()
     torch.testing.assert_close(loss(student, teacher, BATCH), expected / 1.5, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("cls, options", [(StructuralTextureLoss, {"levels": 2, "directions": 4}),
+                                          (StatisticalTextureLoss, {"levels": (4, 8)})])
+def test_recompute_gives_the_same_loss_and_gradients(cls, options):
+    teacher = _output(0)
+    results = []
+    for recompute in (False, True):
+        torch.manual_seed(0)
+        loss = cls(C, C, recompute=recompute, **options)
+        student = _output(1, requires_grad=True)
+        value = loss(student, teacher, BATCH)
+        value.backward()
+        results.append((value.detach(), student.low_level.grad.clone(), loss.adapter.weight.grad.clone()))
+    for plain, recomputed in zip(*results):
+        torch.testing.assert_close(recomputed, plain)

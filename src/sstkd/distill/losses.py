@@ -16,6 +16,7 @@ import inspect
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from sstkd.data.sources import IGNORE_INDEX
 from sstkd.distill.contourlet import ContourletDecomposition, standardize_channels
@@ -186,13 +187,15 @@ class StructuralTextureLoss(nn.Module):
     Why the energy normalisation: the directional bank is a tight frame, so a plain MSE summed over directions
     equals the MSE of the band itself and the directions would change nothing; normalising per sub-band makes a
     weak orientation count as much as a dominant one — which is what "mimic the directional texture" asks.
-    ``normalize="none"`` gives the plain MSE for comparison.
+    ``normalize="none"`` gives the plain MSE for comparison. ``recompute=True`` keeps only the student's stage-1
+    feature for backward and recomputes the pyramid and spectra there (less memory, a second texture forward).
     """
 
     needs_teacher = True
 
     def __init__(self, student_channels: int, teacher_channels: int, levels: int = 3, directions: int = 8,
-                 level_weights: list[float] | None = None, transition: float = 0.5, normalize: str = "energy"):
+                 level_weights: list[float] | None = None, transition: float = 0.5, normalize: str = "energy",
+                 recompute: bool = False):
         super().__init__()
         if normalize not in ("energy", "none"):
             raise ValueError(f"structural.normalize must be 'energy' or 'none', got {normalize!r}")
@@ -201,19 +204,25 @@ class StructuralTextureLoss(nn.Module):
         weights = level_weights if level_weights is not None else [1.0] * levels
         if len(weights) != levels:
             raise ValueError(f"structural.level_weights has {len(weights)} entries for {levels} levels")
-        self.level_weights, self.normalize = [float(w) for w in weights], normalize
+        self.level_weights, self.normalize, self.recompute = [float(w) for w in weights], normalize, recompute
 
     def forward(self, student: SegmentationOutput, teacher: SegmentationOutput, batch) -> torch.Tensor:
         with torch.autocast(student.low_level.device.type, enabled=False):  # pyramid and FFTs in fp32
             return self._loss(student, teacher)
 
     def _loss(self, student: SegmentationOutput, teacher: SegmentationOutput) -> torch.Tensor:
+        pyramid = self.decompose.pyramid
+        with torch.no_grad():
+            teacher_bands, _ = pyramid(standardize_channels(teacher.low_level.detach()))
+        if self.recompute and torch.is_grad_enabled():
+            return checkpoint(self._against, student.low_level, *teacher_bands, use_reentrant=False)
+        return self._against(student.low_level, *teacher_bands)
+
+    def _against(self, student_low_level: torch.Tensor, *teacher_bands: torch.Tensor) -> torch.Tensor:
         # Sub-band errors are computed spectrally (DirectionalFilterBank.energy): since the bank is linear,
         # ||S_d - T_d||² is the directional energy of the band difference; no sub-band is materialised.
         pyramid, bank = self.decompose.pyramid, self.decompose.filter_bank
-        student_bands, _ = pyramid(standardize_channels(self.adapter(student.low_level.float())))
-        with torch.no_grad():
-            teacher_bands, _ = pyramid(standardize_channels(teacher.low_level.detach()))
+        student_bands, _ = pyramid(standardize_channels(self.adapter(student_low_level.float())))
         total = student_bands[0].new_zeros(())
         for weight, s, t in zip(self.level_weights, student_bands, teacher_bands):
             pixels = t.shape[1] * t.shape[2] * t.shape[3]
@@ -234,26 +243,34 @@ class StatisticalTextureLoss(nn.Module):
     * ``histogram_weight`` × the 1-D Wasserstein distance between denoised level histograms (L1 of their CDFs / N);
     * ``descriptor_weight`` × MSE between level descriptors, the student's computed on the *teacher's* levels
       (features standardised per channel first), so both describe the same pixel groups.
+
+    ``recompute=True`` recomputes the student's statistics in backward instead of keeping them.
     """
 
     needs_teacher = True
 
     def __init__(self, student_channels: int, teacher_channels: int, levels=(8, 16, 32),
                  noise_threshold: float = 0.005, intensity_weight: float = 1.0, histogram_weight: float = 1.0,
-                 descriptor_weight: float = 1.0):
+                 descriptor_weight: float = 1.0, recompute: bool = False):
         super().__init__()
         self.adapter = nn.Conv2d(student_channels, teacher_channels, 1, bias=False)
         self.module = DenoisedTextureEqualization(levels, noise_threshold)
         self.weights = (intensity_weight, histogram_weight, descriptor_weight)
+        self.recompute = recompute
 
     def forward(self, student: SegmentationOutput, teacher: SegmentationOutput, batch) -> torch.Tensor:
         with torch.autocast(student.low_level.device.type, enabled=False):  # cosines and histograms in fp32
             return self._loss(student, teacher)
 
     def _loss(self, student: SegmentationOutput, teacher: SegmentationOutput) -> torch.Tensor:
-        student_features = standardize_channels(self.adapter(student.low_level.float()))
         with torch.no_grad():
-            teacher_stats = self.module(standardize_channels(teacher.low_level))
+            teacher_stats = self.module(standardize_channels(teacher.low_level.detach()))
+        if self.recompute and torch.is_grad_enabled():
+            return checkpoint(self._against, student.low_level, teacher_stats, use_reentrant=False)
+        return self._against(student.low_level, teacher_stats)
+
+    def _against(self, student_low_level: torch.Tensor, teacher_stats) -> torch.Tensor:
+        student_features = standardize_channels(self.adapter(student_low_level.float()))
         student_stats = self.module(student_features, encoding_from=teacher_stats)
         total = student_features.new_zeros(())
         for s, t in zip(student_stats, teacher_stats):
