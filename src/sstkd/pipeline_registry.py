@@ -13,8 +13,7 @@ from kedro.config import OmegaConfigLoader
 from kedro.pipeline import Pipeline
 
 from sstkd.pipelines import distillation, evaluation, ingestion, preprocessing, synthetic, teacher
-
-DEFAULT_METHODS = ["baseline", "pixel_kd", "sstkd"]
+from sstkd.pipelines.distillation.pipeline import DEFAULT_METHODS
 
 
 def configured_methods(conf_source: str | Path = "conf", env: str | None = None) -> list[str]:

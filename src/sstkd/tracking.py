@@ -80,19 +80,22 @@ def log_params(params: dict, prefix: str = "") -> None:
     mlflow.log_params({k: str(v)[:6000] for k, v in flat.items()})
 
 
+def log_metrics(metrics: dict, prefix: str = "", step: int | None = None, run_id: str | None = None) -> None:
+    """Log the numeric, non-NaN entries of ``metrics`` to the active run, or to ``run_id`` when given."""
+    numbers = {f"{prefix}{k}": float(v) for k, v in metrics.items() if isinstance(v, int | float) and v == v}
+    if run_id:
+        client = mlflow.MlflowClient()
+        for key, value in numbers.items():
+            client.log_metric(run_id, key, value, step=step or 0)
+    elif active():
+        mlflow.log_metrics(numbers, step=step)
+
+
 def epoch_logger(prefix: str = ""):
     """A training callback that logs each epoch's numbers as MLflow metrics (step = epoch)."""
     def callback(epoch: int, record: dict) -> None:
-        if active():
-            mlflow.log_metrics({f"{prefix}{k}": float(v) for k, v in record.items()
-                                if k != "epoch" and isinstance(v, int | float)}, step=epoch)
+        log_metrics({k: v for k, v in record.items() if k != "epoch"}, prefix, step=epoch)
     return callback
-
-
-def log_metrics(metrics: dict, prefix: str = "") -> None:
-    if active():
-        mlflow.log_metrics({f"{prefix}{k}": float(v) for k, v in metrics.items()
-                            if isinstance(v, int | float) and v == v})
 
 
 class LogitsOnly(torch.nn.Module):

@@ -32,6 +32,12 @@ def normalize(image: torch.Tensor, mean, std) -> torch.Tensor:
     return (image.float() - mean_t) / std_t
 
 
+def normalized_batch(images: np.ndarray, normalization: dict, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``(N, H, W, 3)`` uint8 array (or memmap slice) → ``(N, 3, H, W)`` float32 standardised, on ``device``."""
+    batch = torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).to(device)
+    return normalize(batch, normalization["mean"], normalization["std"])
+
+
 def train_transform(
     image: np.ndarray, mask: np.ndarray, config: TransformConfig, rng: np.random.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,15 +10,14 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
-from sstkd.data.transforms import normalize
+from sstkd.data.transforms import normalized_batch
 from sstkd.evaluation.inference import predict_logits
 from sstkd.evaluation.metrics import BoundaryScores, ConfusionMatrix
 
 
-def _batches(images: np.ndarray, masks: np.ndarray, batch_size: int, mean, std, device):
+def _batches(images: np.ndarray, masks: np.ndarray, batch_size: int, normalization: dict, device):
     for start in range(0, len(images), batch_size):
-        batch = torch.from_numpy(np.array(images[start : start + batch_size])).permute(0, 3, 1, 2)
-        yield (normalize(batch.to(device), mean, std),
+        yield (normalized_batch(images[start : start + batch_size], normalization, device),
                torch.from_numpy(np.array(masks[start : start + batch_size])).long().to(device))
 
 
@@ -31,8 +30,7 @@ def evaluate_network(network: nn.Module, images: np.ndarray, masks: np.ndarray, 
     network = network.to(device).eval()
     matrix = ConfusionMatrix(num_classes, device)
     boundary = BoundaryScores(num_classes, boundary_radius, device)
-    for batch, target in tqdm(_batches(images, masks, batch_size, normalization["mean"], normalization["std"],
-                                       device), total=-(-len(images) // batch_size), desc=f"evaluating {name}",
+    for batch, target in tqdm(_batches(images, masks, batch_size, normalization, device), total=-(-len(images) // batch_size), desc=f"evaluating {name}",
                               leave=False):
         prediction = predict_logits(network, batch, window=window, overlap=overlap, flip=flip,
                                     scales=tuple(scales)).argmax(1)
@@ -45,8 +43,7 @@ def evaluate_network(network: nn.Module, images: np.ndarray, masks: np.ndarray, 
 def predict_labels(network: nn.Module, images: np.ndarray, normalization: dict, window=None,
                    device: torch.device | str = "cpu") -> np.ndarray:
     network = network.to(device).eval()
-    batch = normalize(torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).to(device),
-                      normalization["mean"], normalization["std"])
+    batch = normalized_batch(images, normalization, device)
     return predict_logits(network, batch, window=window).argmax(1).cpu().numpy().astype(np.uint8)
 
 

@@ -11,7 +11,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from sstkd.data.sources import IGNORE_INDEX  # noqa: E402
-from sstkd.data.transforms import normalize  # noqa: E402
+from sstkd.data.transforms import normalized_batch  # noqa: E402
 from sstkd.distill.contourlet import ContourletDecomposition, standardize_channels  # noqa: E402
 from sstkd.distill.texture_statistics import DenoisedTextureEqualization  # noqa: E402
 
@@ -77,8 +77,7 @@ def plot_predictions(images: np.ndarray, masks: np.ndarray, predictions: dict[st
 def plot_texture_modules(image: np.ndarray, networks: dict[str, torch.nn.Module], normalization: dict,
                          levels: int = 3, directions: int = 8, quantization: int = 16) -> plt.Figure:
     """For one image: CDM sub-band energy of the finest level per direction, and DTIEM histograms, per network."""
-    batch = normalize(torch.from_numpy(np.ascontiguousarray(image[None])).permute(0, 3, 1, 2),
-                      normalization["mean"], normalization["std"])
+    batch = normalized_batch(image[None], normalization)
     cdm = ContourletDecomposition(levels, directions)
     dtiem = DenoisedTextureEqualization((quantization,))
     fig, axes = plt.subplots(len(networks), directions + 2, figsize=(1.7 * (directions + 2), 1.9 * len(networks)),

@@ -10,6 +10,7 @@ from kedro.pipeline import Pipeline, node
 
 from .nodes import train_student
 
+DEFAULT_METHODS = ["baseline", "pixel_kd", "sstkd"]
 SHARED_INPUTS = {"training_cache", "dataset_info", "dataset_statistics", "teacher_model"}
 
 
@@ -30,4 +31,4 @@ def method_pipeline(method_name: str) -> Pipeline:
 
 
 def create_pipeline(methods: list[str] | None = None, **kwargs) -> Pipeline:
-    return sum((method_pipeline(name) for name in (methods or ["baseline", "pixel_kd", "sstkd"])), Pipeline([]))
+    return sum((method_pipeline(name) for name in (methods or DEFAULT_METHODS)), Pipeline([]))

@@ -1,6 +1,5 @@
 """Evaluate every trained network on the test split and write the study's report."""
 
-import mlflow
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -39,11 +38,8 @@ def evaluate_models(training_cache: dict, dataset_info: dict, evaluation: dict, 
                          "fingerprint": payload.get("fingerprint", "")}
         summary = {k: v for k, v in metrics.items() if isinstance(v, float)} | cost
         tracking.log_metrics(summary, prefix=f"test.{name}.")
-        if payload.get("mlflow_run_id") and tracking.active():
-            client = mlflow.MlflowClient()
-            for key, value in summary.items():
-                if isinstance(value, float):
-                    client.log_metric(payload["mlflow_run_id"], f"test_{key}", value)
+        if payload.get("mlflow_run_id") and tracking.active():  # also on the model's own run
+            tracking.log_metrics(summary, prefix="test_", run_id=payload["mlflow_run_id"])
     return results
 
 

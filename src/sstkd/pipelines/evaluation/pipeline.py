@@ -1,10 +1,12 @@
 from kedro.pipeline import Pipeline, node
 
+from sstkd.pipelines.distillation.pipeline import DEFAULT_METHODS
+
 from .nodes import build_report, evaluate_models, plot_examples
 
 
 def create_pipeline(methods: list[str] | None = None, **kwargs) -> Pipeline:
-    models = {"teacher": "teacher_model"} | {m: f"{m}.student_model" for m in (methods or ["baseline", "pixel_kd", "sstkd"])}
+    models = {"teacher": "teacher_model"} | {m: f"{m}.student_model" for m in (methods or DEFAULT_METHODS)}
     shared = {"training_cache": "training_cache", "dataset_info": "dataset_info", "evaluation": "params:evaluation"}
     return Pipeline([
         node(evaluate_models, shared | models, "evaluation_results", name="evaluate_models"),
