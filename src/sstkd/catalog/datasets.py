@@ -1,17 +1,21 @@
-"""Kedro datasets for what this project reads and writes. All writes are atomic: a failed node never leaves a
-half-written dataset, checkpoint or cache behind (temporary file or folder + rename)."""
+"""Kedro datasets for what this project reads and writes. Every write is atomic: a failed node, a full disk or a
+kill never leaves a half-written dataset, checkpoint, cache, table or figure behind (temporary file or folder +
+rename, :mod:`sstkd.atomic`); Kedro's own file datasets write in place, so the catalog uses these instead."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
 
-from sstkd.atomic import replaced_directory
+from sstkd.atomic import replaced_directory, write_bytes_atomically
+from sstkd.data.cache import ArrayCache
 from sstkd.data.sources import SourceLayout, open_source
 from sstkd.data.synthetic import MosaicSpec, write_texture_mosaics
 from sstkd.training.checkpoint import atomic_save, load_checkpoint
@@ -58,7 +62,8 @@ class SegmentationSourceDataset(AbstractDataset[MosaicSpec, SourceLayout]):
 class ArrayCacheDataset(AbstractDataset[dict, dict]):
     """``{split: {name: ndarray}}`` stored as ``<path>/<split>/<name>.npy`` plus ``meta.json``.
 
-    Loading memory-maps the arrays, so a training process touches only the samples it reads.
+    Loading memory-maps the arrays, so a training process touches only the samples it reads. ``meta.json``
+    records the fingerprint of the data the cache was decoded from, so a stale cache can be recognised.
     """
 
     def __init__(self, path: str, metadata: dict[str, Any] | None = None):
@@ -68,10 +73,11 @@ class ArrayCacheDataset(AbstractDataset[dict, dict]):
     def load(self) -> dict[str, dict[str, np.ndarray]]:
         meta_file = self._path / "meta.json"
         if not meta_file.exists():
-            raise DatasetError(f"no array cache at {self._path}: run `kedro run --pipeline preprocessing` first")
+            raise DatasetError(f"no array cache at {self._path}: run `kedro run --pipelines preprocessing` first")
         meta = json.loads(meta_file.read_text())
-        return {split: {name: np.load(self._path / split / f"{name}.npy", mmap_mode="r") for name in names}
-                for split, names in meta["arrays"].items()}
+        splits = {split: {name: np.load(self._path / split / f"{name}.npy", mmap_mode="r") for name in names}
+                  for split, names in meta["arrays"].items()}
+        return ArrayCache(splits, source_fingerprint=meta.get("source_fingerprint"))
 
     def save(self, data: dict[str, dict[str, np.ndarray]]) -> None:
         with replaced_directory(self._path) as staging:
@@ -79,7 +85,8 @@ class ArrayCacheDataset(AbstractDataset[dict, dict]):
                 (staging / split).mkdir()
                 for name, array in arrays.items():
                     np.save(staging / split / f"{name}.npy", np.asarray(array))
-            meta = {"arrays": {split: sorted(arrays) for split, arrays in data.items()},
+            meta = {"source_fingerprint": getattr(data, "source_fingerprint", None),
+                    "arrays": {split: sorted(arrays) for split, arrays in data.items()},
                     "shapes": {split: {k: list(np.shape(v)) for k, v in arrays.items()} for split, arrays in data.items()}}
             (staging / "meta.json").write_text(json.dumps(meta, indent=2))
 
@@ -111,3 +118,73 @@ class TorchModelDataset(AbstractDataset[dict, dict]):
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath)}
+
+
+class _AtomicFileDataset(AbstractDataset[Any, Any]):
+    """A local file written through a temporary file + rename (``_filepath`` is what kedro-mlflow logs)."""
+
+    def __init__(self, filepath: str, save_args: dict[str, Any] | None = None, load_args: dict[str, Any] | None = None,
+                 metadata: dict[str, Any] | None = None):
+        self._filepath = Path(filepath)
+        self._save_args = dict(save_args or {})
+        self._load_args = dict(load_args or {})
+        self.metadata = metadata
+
+    def _encode(self, data: Any) -> bytes:
+        raise NotImplementedError
+
+    def _decode(self, raw: bytes) -> Any:
+        raise NotImplementedError
+
+    def load(self) -> Any:
+        if not self._filepath.is_file():
+            raise DatasetError(f"{self._filepath} does not exist yet: run the pipeline that writes it first")
+        return self._decode(self._filepath.read_bytes())
+
+    def save(self, data: Any) -> None:
+        write_bytes_atomically(self._filepath, self._encode(data))
+
+    def _exists(self) -> bool:
+        return self._filepath.is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath), "save_args": self._save_args}
+
+
+class JSONDataset(_AtomicFileDataset):
+    def _encode(self, data: Any) -> bytes:
+        return (json.dumps(data, **({"indent": 2} | self._save_args)) + "\n").encode()
+
+    def _decode(self, raw: bytes) -> Any:
+        return json.loads(raw)
+
+
+class CSVDataset(_AtomicFileDataset):
+    def _encode(self, data: pd.DataFrame) -> bytes:
+        return data.to_csv(**({"index": False} | self._save_args)).encode()
+
+    def _decode(self, raw: bytes) -> pd.DataFrame:
+        return pd.read_csv(io.BytesIO(raw), **self._load_args)
+
+
+class TextDataset(_AtomicFileDataset):
+    def _encode(self, data: str) -> bytes:
+        return data.encode()
+
+    def _decode(self, raw: bytes) -> str:
+        return raw.decode()
+
+
+class FigureDataset(_AtomicFileDataset):
+    """A matplotlib figure saved as an image (format from the file suffix); the figure is closed after saving."""
+
+    def _encode(self, figure) -> bytes:
+        import matplotlib.pyplot as plt
+
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format=self._filepath.suffix.lstrip(".") or "png", **self._save_args)
+        plt.close(figure)
+        return buffer.getvalue()
+
+    def _decode(self, raw: bytes) -> bytes:
+        return raw
