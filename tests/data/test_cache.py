@@ -41,3 +41,46 @@ def test_statistics_count_every_labelled_pixel():
     assert stats["class_pixel_counts"] == [1, 2, 0]
     assert stats["missing_classes"] == ["c"] and stats["ignored_pixels"] == 1
     assert abs(sum(stats["class_frequency"]) - 1) < 1e-6 and stats["mean"] == [1.0, 1.0, 1.0]
+
+
+def _ingested(mosaic_root):
+    from sstkd.data.manifest import manifest_fingerprint
+
+    source = open_source("generic", mosaic_root)
+    manifest = build_manifest(source, ["train", "val", "test"], workers=2)
+    info = source.info() | {"fingerprint": manifest_fingerprint(manifest),
+                            "samples": manifest.groupby("split").size().to_dict()}
+    return source, manifest, info
+
+
+def test_a_truncated_manifest_is_refused_naming_what_disagrees(mosaic_root):
+    import pytest
+
+    from sstkd.data.cache import InconsistentInputsError, check_manifest_matches_info
+
+    _, manifest, info = _ingested(mosaic_root)
+    check_manifest_matches_info(manifest, info)
+    test_only = manifest[manifest.split == "test"]  # what a truncated write once left behind
+    with pytest.raises(InconsistentInputsError, match=r"manifest has \{'test': 4\} samples per split, "
+                                                      r"dataset_info.json says \{'test': 4, 'train': 12, 'val': 4\}"):
+        check_manifest_matches_info(test_only, info)
+
+
+def test_a_stale_cache_is_refused_and_a_fresh_one_accepted(mosaic_root, tmp_path):
+    import pytest
+
+    from sstkd.data.cache import InconsistentInputsError, check_cache_matches_info
+
+    source, manifest, info = _ingested(mosaic_root)
+    dataset = ArrayCacheDataset(str(tmp_path / "cache"))
+    dataset.save(build_cache(source.root, manifest, source.label_lut, None, workers=1,
+                             source_fingerprint=info["fingerprint"]))
+    cache = dataset.load()
+    check_cache_matches_info(cache, info)
+    newer = info | {"fingerprint": "f" * 40}  # ingestion ran again on changed data; preprocessing did not
+    with pytest.raises(InconsistentInputsError, match=r"built from data [0-9a-f]{12}, dataset_info.json describes f{12}"):
+        check_cache_matches_info(cache, newer)
+    unlabelled = ArrayCacheDataset(str(tmp_path / "old"))
+    unlabelled.save({"train": cache["train"], "val": cache["val"], "test": cache["test"]})
+    with pytest.raises(InconsistentInputsError, match="records no data fingerprint"):
+        check_cache_matches_info(unlabelled.load(), info)

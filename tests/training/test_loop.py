@@ -91,3 +91,21 @@ def test_a_checkpoint_of_another_architecture_fails_clearly():
 def test_too_few_samples_for_a_batch_is_a_clear_error():
     with pytest.raises(ValueError, match="fewer than one batch"):
         helpers.train(batch_size=64, epochs=1)
+
+
+def test_a_teacher_of_another_dataset_is_refused_before_training(tmp_path):
+    from sstkd.training.recipe import train_network
+
+    teacher, _ = helpers.train(epochs=1)
+    assert teacher["data_fingerprint"] == "tiny" and teacher["class_names"] == helpers.INFO["classes"]
+    other = {"num_classes": 19, "classes": [f"c{i}" for i in range(19)], "fingerprint": "cityscapes", "layout": "x"}
+    losses = {"cross_entropy": {}, "pixel_kd": {}}
+    with pytest.raises(ValueError, match=r"teacher_model does not belong to this dataset: it predicts 10 classes, "
+                                         r"the data has 19"):
+        train_network("student", helpers.tiny_cache(), other, helpers.STATS, helpers.STUDENT, losses,
+                      helpers.config(epochs=1), teacher_payload=teacher, checkpoint_root=tmp_path)
+    same_classes_other_data = helpers.INFO | {"fingerprint": "newer", "layout": "generic"}
+    with pytest.raises(ValueError, match=r"trained on data tiny \(None\), the current data is newer \(generic\)"):
+        train_network("student", helpers.tiny_cache(), same_classes_other_data, helpers.STATS, helpers.STUDENT,
+                      losses, helpers.config(epochs=1), teacher_payload=teacher, checkpoint_root=tmp_path)
+    assert not (tmp_path / "student").exists()  # refused before any training step or checkpoint

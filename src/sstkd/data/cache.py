@@ -14,7 +14,61 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from sstkd.data.manifest import read_image, read_mask
+from sstkd.data.manifest import manifest_fingerprint, read_image, read_mask
+
+
+class ArrayCache(dict):
+    """``{split: {"images", "masks", "ids"}}`` plus the fingerprint of the data it was decoded from."""
+
+    def __init__(self, splits=(), source_fingerprint: str | None = None):
+        super().__init__(splits)
+        self.source_fingerprint = source_fingerprint
+
+
+class InconsistentInputsError(ValueError):
+    """Two inputs of a stage describe different data (e.g. a cache left over from an earlier dataset)."""
+
+
+def check_manifest_matches_info(manifest: pd.DataFrame, dataset_info: dict) -> None:
+    """Refuse a manifest that is not the one ``dataset_info`` was written with (naming what differs)."""
+    problems = []
+    found = manifest_fingerprint(manifest)
+    if found != dataset_info.get("fingerprint"):
+        problems.append(f"the manifest's content fingerprint is {found[:12]}, dataset_info.json says "
+                        f"{str(dataset_info.get('fingerprint'))[:12]}")
+    samples = {str(k): int(v) for k, v in manifest.groupby("split").size().items()}
+    if samples != {str(k): int(v) for k, v in dataset_info.get("samples", {}).items()}:
+        problems.append(f"the manifest has {samples} samples per split, dataset_info.json says {dataset_info.get('samples')}")
+    if problems:
+        raise InconsistentInputsError(
+            "manifest.csv and dataset_info.json disagree (" + "; ".join(problems) + "): they were not written by "
+            "the same ingestion run. Run `kedro run --pipelines ingestion` again.")
+
+
+def check_cache_matches_info(cache: dict, dataset_info: dict, required_splits=("train", "val")) -> None:
+    """Refuse a training cache that was not built from the data ``dataset_info`` describes.
+
+    Compares the data fingerprint the cache recorded when it was built and the number of samples per split
+    with ``dataset_info`` (written by ingestion), and checks that ``required_splits`` are present.
+    """
+    expected = dataset_info.get("fingerprint")
+    recorded = getattr(cache, "source_fingerprint", None)
+    problems = []
+    if recorded is None:
+        problems.append("the cache records no data fingerprint (it predates this check)")
+    elif recorded != expected:
+        problems.append(f"the cache was built from data {recorded[:12]}, dataset_info.json describes {str(expected)[:12]}")
+    counts = {split: len(arrays["images"]) for split, arrays in cache.items()}
+    declared = {str(k): int(v) for k, v in dataset_info.get("samples", {}).items()}
+    if declared and counts != declared:
+        problems.append(f"the cache holds {counts} samples per split, dataset_info.json says {declared}")
+    missing = [split for split in required_splits if split not in cache]
+    if missing:
+        problems.append(f"the cache has no {missing} split(s) (it has {sorted(cache)})")
+    if problems:
+        raise InconsistentInputsError(
+            "the training cache does not match the ingested data (" + "; ".join(problems) + "). "
+            "Run `kedro run --pipelines preprocessing` to rebuild it from the current manifest.")
 
 
 def _load_sample(root: Path, row, lut: np.ndarray, size: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray]:
@@ -34,16 +88,18 @@ def build_cache(
     size: tuple[int, int] | None,
     workers: int = 4,
     progress=None,
-) -> dict[str, dict[str, np.ndarray]]:
+    source_fingerprint: str | None = None,
+) -> ArrayCache:
     """Decode every sample of the manifest: ``{split: {"images": (N,H,W,3), "masks": (N,H,W), "ids": (N,)}}``.
 
     ``size`` is ``(height, width)``; ``None`` keeps the original size, which must then be the same for every image.
+    ``source_fingerprint`` (the manifest's) is kept with the arrays so later stages can refuse a stale cache.
     """
     root = Path(root)
     label_lut = np.asarray(label_lut, dtype=np.uint8)
     if size is None and manifest[["height", "width"]].drop_duplicates().shape[0] > 1:
         raise ValueError("preprocessing.cache_size: images have different sizes; set a fixed [height, width]")
-    cache: dict[str, dict[str, np.ndarray]] = {}
+    cache = ArrayCache(source_fingerprint=source_fingerprint)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for split, rows in manifest.groupby("split", sort=False):
             pairs = []

@@ -43,6 +43,28 @@ def network_from_payload(payload: dict, expected: NetworkConfig | None = None, n
     return network
 
 
+def check_model_matches_data(payload: dict, dataset_info: dict, source: str) -> None:
+    """Refuse a model trained for other classes or on other data than ``dataset_info`` describes.
+
+    The class list must be the same; so must the data fingerprint where the model records one (a model
+    loaded from ``teacher.checkpoint`` records the data it was validated on).
+    """
+    classes = list(dataset_info["classes"])
+    problems = []
+    if payload.get("num_classes") != len(classes):
+        problems.append(f"it predicts {payload.get('num_classes')} classes, the data has {len(classes)}")
+    elif payload.get("class_names") not in (None, classes):
+        differ = [f"{a!r}≠{b!r}" for a, b in zip(payload["class_names"], classes) if a != b][:3]
+        problems.append(f"its class names differ from the data's ({', '.join(differ)})")
+    recorded = payload.get("data_fingerprint")
+    if recorded and recorded != dataset_info.get("fingerprint"):
+        problems.append(f"it was trained on data {recorded[:12]} ({payload.get('data_layout', '?')}), the current data "
+                        f"is {str(dataset_info.get('fingerprint'))[:12]} ({dataset_info.get('layout')})")
+    if problems:
+        raise ValueError(f"{source} does not belong to this dataset: " + "; ".join(problems) + ". Retrain it on this "
+                         "data (e.g. `kedro run --pipelines teacher`) or point teacher.checkpoint at a model of this data.")
+
+
 def train_network(
     name: str,
     cache: dict,
@@ -69,7 +91,10 @@ def train_network(
     train_set = split_dataset(cache, "train", transforms, train=True, seed=training.seed)
     val_set = split_dataset(cache, "val", transforms, train=False, seed=training.seed)
     student = build_network(network_config, num_classes)
-    teacher = network_from_payload(teacher_payload, source="teacher_model") if teacher_payload else None
+    teacher = None
+    if teacher_payload:
+        check_model_matches_data(teacher_payload, dataset_info, "teacher_model")
+        teacher = network_from_payload(teacher_payload, source="teacher_model")
     criterion = build_criterion(
         losses, num_classes, student.low_level_channels,
         teacher.low_level_channels if teacher is not None else None, where=f"{name}.losses")
@@ -85,6 +110,8 @@ def train_network(
         "network": network_config.model_dump(),
         "num_classes": num_classes,
         "class_names": list(dataset_info["classes"]),
+        "data_fingerprint": dataset_info.get("fingerprint"),
+        "data_layout": dataset_info.get("layout"),
         "state_dict": result.state_dict,
         "normalization": {"mean": list(statistics["mean"]), "std": list(statistics["std"])},
         "fingerprint": fingerprint,

@@ -6,11 +6,12 @@ from matplotlib.figure import Figure
 
 from sstkd import tracking
 from sstkd.config import EvaluationParams, validate
+from sstkd.data.cache import check_cache_matches_info
 from sstkd.evaluation.evaluate import evaluate_network, network_cost, predict_labels
 from sstkd.evaluation.plots import plot_miou, plot_per_class_iou, plot_predictions, plot_texture_modules
 from sstkd.evaluation.report import report_markdown, report_table
 from sstkd.training.distributed import local_device
-from sstkd.training.recipe import network_from_payload
+from sstkd.training.recipe import check_model_matches_data, network_from_payload
 
 
 def _architecture(payload: dict) -> str:
@@ -22,6 +23,9 @@ def evaluate_models(training_cache: dict, dataset_info: dict, evaluation: dict, 
     params = validate(EvaluationParams, evaluation, "evaluation")
     if params.split not in training_cache:
         raise KeyError(f"evaluation.split: the cache has no '{params.split}' split (it has {sorted(training_cache)})")
+    check_cache_matches_info(training_cache, dataset_info, required_splits=(params.split,))
+    for name, payload in models.items():
+        check_model_matches_data(payload, dataset_info, f"{name} model")
     images, masks = training_cache[params.split]["images"], training_cache[params.split]["masks"]
     device = local_device(params.device)
     num_classes = int(dataset_info["num_classes"])

@@ -1,26 +1,38 @@
 """Train the teacher, or load and validate a given teacher checkpoint."""
 
 from sstkd.config import TeacherParams, TrainingConfig, merged, validate
+from sstkd.data.cache import check_cache_matches_info
 from sstkd.pipelines.common import train_and_track
 from sstkd.training.checkpoint import load_checkpoint
 from sstkd.training.distributed import local_device
 from sstkd.training.loop import validate as validate_network
-from sstkd.training.recipe import network_from_payload, split_dataset, transform_config
+from sstkd.training.recipe import (
+    check_model_matches_data,
+    network_from_payload,
+    split_dataset,
+    transform_config,
+)
 
 
 def train_teacher(training_cache: dict, dataset_info: dict, dataset_statistics: dict, training: dict,
                   teacher: dict) -> tuple[dict, list[dict]]:
     params = validate(TeacherParams, teacher, "teacher")
     config = validate(TrainingConfig, merged(training, params.training), "teacher.training")
+    check_cache_matches_info(training_cache, dataset_info)
     if params.checkpoint is None:
         return train_and_track("teacher", "teacher", training_cache, dataset_info, dataset_statistics,
                                params.network, params.losses, config)
     payload = load_checkpoint(params.checkpoint)
+    check_model_matches_data(payload | {"data_fingerprint": None}, dataset_info,
+                             f"teacher.checkpoint ({params.checkpoint})")
     network = network_from_payload(payload, params.network, int(dataset_info["num_classes"]),
                                    source=f"teacher.checkpoint ({params.checkpoint})")
     val_set = split_dataset(training_cache, "val", transform_config(config, dataset_statistics), False, config.seed)
     metrics = validate_network(network, val_set, int(dataset_info["num_classes"]), config,
                                local_device(config.device))
-    payload = payload | {"role": "teacher", "best_val_miou": metrics["miou"], "source": params.checkpoint}
+    # Validated on this data: from now on it is this data's teacher (the file it came from stays recorded).
+    payload = payload | {"role": "teacher", "best_val_miou": metrics["miou"], "source": params.checkpoint,
+                         "trained_on_fingerprint": payload.get("data_fingerprint"),
+                         "data_fingerprint": dataset_info["fingerprint"], "data_layout": dataset_info["layout"]}
     payload.setdefault("normalization", {"mean": dataset_statistics["mean"], "std": dataset_statistics["std"]})
     return payload, [{"epoch": 0, "val_miou": metrics["miou"], "loaded_from": params.checkpoint}]
