@@ -1,6 +1,7 @@
 import hashlib
 
 import numpy as np
+import pytest
 
 from sstkd.data.synthetic import (
     STATISTICAL_CLASSES,
@@ -113,3 +114,39 @@ def test_mosaics_declare_that_flips_change_classes_and_training_refuses_flips(tm
     assert 120 < _dominant_orientation(field[:, ::-1]) < 150
     with pytest.raises(ValueError, match="training.hflip is on, but this dataset's classes change"):
         train_network("x", {}, info, {}, NetworkConfig(), {"cross_entropy": {}}, TrainingConfig(hflip=True))
+
+
+def test_the_generator_never_writes_into_a_users_dataset(tmp_path):
+    from sstkd.data.synthetic import ForeignDataError
+
+    from .layouts import make_cityscapes, make_generic
+
+    spec = MosaicSpec(seed=1, image_size=32, splits={"train": 2})
+    for make in (make_cityscapes, make_generic):
+        root = tmp_path / make.__name__
+        make(root)
+        before = _tree_digest(root)
+        with pytest.raises(ForeignDataError, match=f"refusing to write into {root}"):
+            write_texture_mosaics(spec, root)
+        assert _tree_digest(root) == before
+    # Its own output, with one foreign file added by a user, is refused too, naming the file.
+    ours = tmp_path / "ours"
+    write_texture_mosaics(spec, ours)
+    (ours / "images" / "my_photo.jpg").write_bytes(b"x")
+    with pytest.raises(ForeignDataError, match="images/my_photo.jpg"):
+        write_texture_mosaics(MosaicSpec(seed=2, image_size=32, splits={"train": 2}), ours)
+    assert (ours / "images" / "my_photo.jpg").exists()
+
+
+def test_the_generator_replaces_its_own_output_and_marks_it(tmp_path):
+    from sstkd.data.synthetic import GENERATED_MARKER
+
+    root = tmp_path / "raw"
+    write_texture_mosaics(MosaicSpec(seed=1, image_size=32, splits={"train": 2}), root)
+    assert (root / GENERATED_MARKER).is_file()
+    (root / GENERATED_MARKER).unlink()  # a folder written before the marker existed is still recognised
+    assert write_texture_mosaics(MosaicSpec(seed=2, image_size=32, splits={"train": 3}), root) is True
+    assert len(list((root / "images").glob("*.png"))) == 3
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert write_texture_mosaics(MosaicSpec(seed=1, image_size=32, splits={"train": 1}), empty) is True

@@ -4,7 +4,6 @@ fixture (no training), so a typo in a paper-sized config fails CI."""
 from pathlib import Path
 
 import pytest
-import yaml
 from kedro.config import OmegaConfigLoader
 
 from sstkd.catalog.datasets import SegmentationSourceDataset
@@ -24,6 +23,7 @@ from sstkd.data.manifest import build_manifest
 from sstkd.distill.losses import build_criterion
 from sstkd.models.segmenter import build_network
 from sstkd.pipeline_registry import configured_methods
+from sstkd.settings import CONFIG_LOADER_ARGS
 from sstkd.training.recipe import split_dataset, transform_config
 
 from ..data.layouts import make_ade20k, make_cityscapes, make_voc
@@ -34,8 +34,7 @@ FIXTURES = {"cityscapes": make_cityscapes, "voc": make_voc, "ade20k": make_ade20
 
 @pytest.mark.parametrize("env", sorted(FIXTURES))
 def test_environment_builds_networks_and_data_path(env, tmp_path):
-    loader = OmegaConfigLoader(str(ROOT / "conf"), base_env="base", default_run_env=env,
-                               merge_strategy={"parameters": "soft", "catalog": "soft"})
+    loader = OmegaConfigLoader(str(ROOT / "conf"), env=env, **CONFIG_LOADER_ARGS)
     parameters = loader["parameters"]
     catalog = loader["catalog"]["raw_dataset"]
     ingestion = validate(IngestionParams, parameters["data"], "data")
@@ -68,6 +67,7 @@ def test_environment_builds_networks_and_data_path(env, tmp_path):
 
 
 def test_every_environment_has_a_user_dataset_not_a_generator():
-    for env in FIXTURES:
-        catalog = yaml.safe_load((ROOT / "conf" / env / "catalog.yml").read_text())
-        assert catalog["raw_dataset"]["generated"] is False and catalog["raw_dataset"]["layout"] == env
+    for env in [*FIXTURES, "generic"]:
+        entry = OmegaConfigLoader(str(ROOT / "conf"), env=env, **CONFIG_LOADER_ARGS)["catalog"]["raw_dataset"]
+        # Whole-entry replacement: base's `generated: true` must not leak into a user's dataset entry.
+        assert "generated" not in entry and entry["layout"] == env, entry

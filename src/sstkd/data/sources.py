@@ -210,7 +210,10 @@ def read_voc(root: str | Path, use_sbd_aug: bool = False) -> SourceLayout:
             list_file = set_dir / "train_aug.txt"
             mask_dir = root / "SegmentationClassAug"
             if not list_file.exists():
-                raise FileNotFoundError(f"voc layout: use_sbd_aug is on but {list_file} does not exist")
+                raise FileNotFoundError(
+                    f"voc layout: raw_dataset.options.use_sbd_aug is true (the papers' VOC aug training set), but "
+                    f"{list_file} does not exist. Add SBD's SegmentationClassAug/ and train_aug.txt, or set "
+                    f"raw_dataset.options.use_sbd_aug: false (conf/voc/catalog.yml) to train on VOC's own train split")
         if not list_file.exists():
             continue
         split_records, _ = _pair_records(root, image_dir, _require_dir(mask_dir, "voc layout"), split,

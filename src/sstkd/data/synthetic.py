@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -147,6 +148,44 @@ def split_ids(spec: MosaicSpec) -> dict[str, list[str]]:
     return {split: [f"{split}_{i:05d}" for i in range(int(count))] for split, count in spec.splits.items()}
 
 
+GENERATED_MARKER = ".sstkd-generated"  # written last by the generator: this folder is ours to replace
+_GENERATED_FILE = re.compile(r"^(images|masks)/[\w-]+_\d{5}\.png$|^splits/[\w-]+\.txt$")
+_GENERATED_TOP = {"images", "masks", "splits", "classes.json", GENERATED_MARKER}
+
+
+class ForeignDataError(FileExistsError):
+    """The generator was asked to write into a folder that holds files it did not write."""
+
+
+def _foreign_files(root: Path) -> list[str]:
+    """Entries under ``root`` the generator would not have written (relative paths, sorted)."""
+    foreign = []
+    for entry in sorted(root.rglob("*")):
+        relative = entry.relative_to(root).as_posix()
+        if "/" not in relative:
+            if relative not in _GENERATED_TOP or entry.is_dir() != (relative in {"images", "masks", "splits"}):
+                foreign.append(relative)
+        elif not (entry.is_file() and _GENERATED_FILE.match(relative)):
+            foreign.append(relative)
+    return foreign
+
+
+def _generated_fingerprint(root: Path) -> str | None:
+    """The fingerprint of the mosaics at ``root``, or ``None`` if the generator did not write them.
+
+    Folders written before the marker existed are recognised by their ``classes.json`` (``generator.name``).
+    """
+    for meta_file, key in ((root / GENERATED_MARKER, None), (root / "classes.json", "generator")):
+        try:
+            meta = json.loads(meta_file.read_text())
+            meta = meta[key] if key else meta
+            if meta.get("name") == "texture_mosaics":
+                return str(meta["fingerprint"])
+        except (OSError, KeyError, ValueError, TypeError, AttributeError):
+            continue
+    return None
+
+
 def write_texture_mosaics(
     spec: MosaicSpec, root: str | Path, progress: Callable[[int, int], None] | None = None
 ) -> bool:
@@ -154,15 +193,27 @@ def write_texture_mosaics(
 
     The files are written into a temporary sibling folder that replaces ``root`` in one rename, so an
     interrupted run never leaves a half-written dataset behind. Returns ``True`` when it wrote.
+
+    ``root`` is only ever replaced when it is missing, empty, or holds exactly what this generator wrote
+    there before (its marker file and generated names only); anything else raises :class:`ForeignDataError`
+    and nothing is touched, so a user's dataset can never be overwritten by mosaics.
     """
     root = Path(root)
-    meta_file = root / "classes.json"
-    if meta_file.exists():
-        try:
-            if json.loads(meta_file.read_text())["generator"]["fingerprint"] == spec.fingerprint():
-                return False
-        except (KeyError, ValueError, TypeError):
-            pass  # unreadable metadata: regenerate
+    if root.exists() and not root.is_dir():
+        raise ForeignDataError(f"texture mosaics: {root} is a file, not a folder; refusing to replace it")
+    if root.is_dir() and any(root.iterdir()):
+        found = _generated_fingerprint(root)
+        # Without the generator's marker, naming a few top-level entries is enough (and cheap on a big dataset).
+        foreign = _foreign_files(root) if found is not None else sorted(p.name for p in root.iterdir())
+        if found is None or foreign:
+            example = ", ".join(foreign[:3]) or "no generator marker"
+            raise ForeignDataError(
+                f"texture mosaics: refusing to write into {root}: it holds files the generator did not write "
+                f"({example}{', ...' if len(foreign) > 3 else ''}). If this is your dataset, its catalog entry "
+                f"must not say `generated: true` (see README, 'Real datasets'); to regenerate the mosaics here, "
+                f"remove the folder first.")
+        if found == spec.fingerprint():
+            return False
     with replaced_directory(root) as staging:
         (staging / "images").mkdir()
         (staging / "masks").mkdir()
@@ -180,6 +231,7 @@ def write_texture_mosaics(
                 if progress is not None:
                     progress(done, total)
             (staging / "splits" / f"{split}.txt").write_text("\n".join(split_id_list) + "\n")
+        generator = {"name": "texture_mosaics", "fingerprint": spec.fingerprint(), "spec": asdict(spec)}
         meta = {
             "classes": list(TEXTURE_CLASSES),
             "structural_classes": list(STRUCTURAL_CLASSES),
@@ -187,7 +239,8 @@ def write_texture_mosaics(
             "ignore_index": IGNORE_INDEX,
             # A horizontal mirror turns stripes_45 into stripes_135: flip augmentation would mislabel them.
             "hflip_safe": False,
-            "generator": {"name": "texture_mosaics", "fingerprint": spec.fingerprint(), "spec": asdict(spec)},
+            "generator": generator,
         }
         (staging / "classes.json").write_text(json.dumps(meta, indent=2) + "\n")
+        (staging / GENERATED_MARKER).write_text(json.dumps(generator, indent=2) + "\n")
     return True
