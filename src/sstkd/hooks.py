@@ -1,26 +1,71 @@
-"""Lineage tags on the pipeline's MLflow run (kedro-mlflow starts the run; this hook runs after it)."""
+"""Project hooks: the run's own configuration for the pipeline registry, one run at a time, lineage tags."""
 
 from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import torch
 from kedro.framework.hooks import hook_impl
 
 from sstkd import tracking
+from sstkd.locking import ProjectLock
+from sstkd.pipeline_registry import use_run_parameters
 
 log = logging.getLogger(__name__)
 
+LOCK_FILE = Path("data") / ".sstkd-run.lock"
+
 
 class LineageHooks:
-    @hook_impl
+    def __init__(self) -> None:
+        self.env = "local"
+        self._context = None
+        self._lock: ProjectLock | None = None
+
+    @hook_impl(tryfirst=True)
     def after_context_created(self, context) -> None:
+        # Before anything loads the pipelines: the methods to run come from this session's --env and --params.
+        use_run_parameters(context.config_loader["parameters"])
         # Intra-op threads: all cores unless the user says otherwise (PyTorch's default can oversubscribe
         # when loader workers also compute).
         if "OMP_NUM_THREADS" not in os.environ:
             torch.set_num_threads(max(1, os.cpu_count() or 1))
-        self._env = context.env
+        self.env = context.env or "local"
+        self._context = context
+
+    @hook_impl(tryfirst=True)
+    def before_pipeline_run(self, run_params: dict, pipeline, catalog) -> None:
+        """Before kedro-mlflow opens the run's MLflow run: refuse a second concurrent run, check the data root,
+        close the MLflow runs of runs that were killed."""
+        if self._context is not None:
+            _check_dataset_root_is_used(self._context)
+        self._lock = ProjectLock(Path(run_params.get("project_path") or ".") / LOCK_FILE)
+        self._lock.acquire(_describe(run_params))
+        for run_id in tracking.fail_abandoned_runs():
+            log.warning("MLflow run %s was still RUNNING from a run that ended without closing it (killed?): "
+                        "marked FAILED", run_id)
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        self._release()
+
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+
+class RunTagHooks:
+    """Lineage tags on the pipeline's MLflow run (kedro-mlflow starts the run; this runs after it)."""
+
+    def __init__(self, lineage: LineageHooks):
+        self._lineage = lineage
 
     @hook_impl(trylast=True)
     def before_pipeline_run(self, run_params: dict, pipeline, catalog) -> None:
@@ -28,6 +73,24 @@ class LineageHooks:
             **tracking.git_state(),
             **tracking.dvc_hashes(),
             "kedro.pipeline": run_params.get("pipeline_names") or run_params.get("pipeline_name") or "__default__",
-            "kedro.env": run_params.get("env") or getattr(self, "_env", "local"),
+            "kedro.env": run_params.get("env") or self._lineage.env,
             "kedro.session_id": run_params.get("session_id", ""),
         })
+
+
+def _describe(run_params: dict) -> str:
+    pipelines = run_params.get("pipeline_names") or ["__default__"]
+    return f"kedro run --env {run_params.get('env') or 'local'} --pipelines {','.join(pipelines)}"
+
+
+def _check_dataset_root_is_used(context) -> None:
+    """``--params dataset_root=...`` must be read by the env's raw_dataset, or it would be silently ignored."""
+    runtime = context._runtime_params or {}
+    if "dataset_root" not in runtime:
+        return
+    path = str((context.config_loader["catalog"].get("raw_dataset") or {}).get("path", ""))
+    if path != str(runtime["dataset_root"]):
+        raise ValueError(
+            f"dataset_root={runtime['dataset_root']} is not used by the '{context.env or 'local'}' environment, whose "
+            f"raw_dataset is {path or 'undefined'} (the embedded texture mosaics take no dataset_root). Choose a "
+            f"dataset env: --env cityscapes|voc|ade20k|generic.")

@@ -1,7 +1,10 @@
 """Project pipelines.
 
-The distillation methods to run are data, not code: ``distillation.run`` in the parameters of the active
-environment (``kedro run --env X`` exports ``KEDRO_ENV``) decides which namespaced method pipelines exist.
+The distillation methods to run are data, not code: ``distillation.run`` in the parameters of the run decides
+which namespaced method pipelines exist. "The parameters of the run" are those of the session's own config
+loader — the active ``--env`` and the command line's ``--params`` included — which the project hook hands over
+(:func:`use_run_parameters`) as soon as the session's context exists, before Kedro first loads the pipelines.
+``kedro run --env X`` does not export ``KEDRO_ENV``, so reading that variable would silently pick the wrong list.
 """
 
 from __future__ import annotations
@@ -15,22 +18,50 @@ from kedro.pipeline import Pipeline
 from sstkd.pipelines import distillation, evaluation, ingestion, preprocessing, synthetic, teacher
 from sstkd.pipelines.distillation.pipeline import DEFAULT_METHODS
 
+_run_parameters: dict | None = None  # the running session's parameters, set by the project hook
+
+
+def use_run_parameters(parameters: dict) -> None:
+    """Build the pipelines from ``parameters`` (the session's); reloads them if they were built from others."""
+    global _run_parameters
+    if parameters == _run_parameters:
+        return
+    _run_parameters = parameters
+    from kedro.framework.project import pipelines
+
+    pipelines.configure(__name__)  # forget pipelines registered from other parameters (a previous session)
+
+
+def methods_to_run(parameters: dict) -> list[str]:
+    """``distillation.run`` of ``parameters``, checked against ``distillation.methods``."""
+    distill = parameters.get("distillation") or {}
+    methods = distill.get("run", DEFAULT_METHODS)
+    if isinstance(methods, str):
+        methods = [methods]
+    methods = list(methods)
+    known = distill.get("methods") or {}
+    unknown = [m for m in methods if m not in known]
+    if unknown:
+        raise ValueError(f"distillation.run names {unknown}, which have no entry under distillation.methods "
+                         f"(known: {sorted(known)})")
+    if len(set(methods)) != len(methods):
+        raise ValueError(f"distillation.run names a method twice: {methods}")
+    return methods
+
 
 def configured_methods(conf_source: str | Path = "conf", env: str | None = None) -> list[str]:
-    """``distillation.run`` from the parameters of ``base`` + the active environment."""
+    """``distillation.run`` of the running session, or of ``base`` + ``env`` read from ``conf_source``.
+
+    Without a session (``kedro registry``, tests), ``env`` defaults to ``KEDRO_ENV`` or ``local``.
+    """
+    if _run_parameters is not None and env is None:
+        return methods_to_run(_run_parameters)
     env = env or os.environ.get("KEDRO_ENV") or "local"
     if not Path(conf_source).is_dir():
         return DEFAULT_METHODS
     loader = OmegaConfigLoader(str(conf_source), base_env="base", default_run_env=env,
                                merge_strategy={"parameters": "soft"})
-    parameters = loader["parameters"]
-    distill = parameters.get("distillation", {})
-    methods = list(distill.get("run", DEFAULT_METHODS))
-    unknown = [m for m in methods if m not in distill.get("methods", {})]
-    if unknown:
-        raise ValueError(f"distillation.run names {unknown}, which have no entry under distillation.methods "
-                         f"(known: {sorted(distill.get('methods', {}))})")
-    return methods
+    return methods_to_run(loader["parameters"])
 
 
 def register_pipelines() -> dict[str, Pipeline]:

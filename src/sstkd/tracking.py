@@ -44,6 +44,24 @@ def dvc_hashes(root: str | Path = ".") -> dict[str, str]:
     return hashes
 
 
+def fail_abandoned_runs(experiment: str = "sstkd") -> list[str]:
+    """Mark FAILED the runs of ``experiment`` still RUNNING in the store; return their ids.
+
+    Call it only while holding the project's run lock: then no other run of this project is alive, and a
+    RUNNING run belongs to a process that died without closing it (SIGKILL, power loss).
+    """
+    client = mlflow.MlflowClient()
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    stale = client.search_runs([found.experiment_id], filter_string="attributes.status = 'RUNNING'",
+                               max_results=1000)
+    for run in stale:
+        client.set_tag(run.info.run_id, "sstkd.failure", "the process ended without closing this run (killed?)")
+        client.set_terminated(run.info.run_id, status="FAILED")
+    return [run.info.run_id for run in stale]
+
+
 def active() -> bool:
     return mlflow.active_run() is not None
 

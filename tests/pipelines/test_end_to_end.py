@@ -3,46 +3,25 @@
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
-import sys
-from pathlib import Path
+import time
 
+import numpy as np
 import pandas as pd
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-KEDRO = Path(sys.executable).with_name("kedro")
-SSTKD = Path(sys.executable).with_name("sstkd")
+from .cli import KEDRO, ROOT, SSTKD, copy_project, output
+from .cli import run as _run
+
 pytestmark = pytest.mark.slow
-
-
-def _run(project: Path, *args: str, check: bool = True, command: Path = KEDRO) -> subprocess.CompletedProcess:
-    env = dict(os.environ, DO_NOT_TRACK="1", MPLBACKEND="Agg", COLUMNS="200")
-    result = subprocess.run([str(command), *args], cwd=project, capture_output=True, text=True, env=env,
-                            timeout=600)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{command.name} {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
-    return result
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """A copy of the project (a git repository, as users have it) after a full `kedro run --env tiny`."""
-    path = tmp_path_factory.mktemp("project")
-    for item in ("conf", "src", "pyproject.toml", ".telemetry", "dvc.yaml"):
-        source = ROOT / item
-        if source.is_dir():
-            shutil.copytree(source, path / item, ignore=shutil.ignore_patterns("__pycache__", "local"))
-        elif source.exists():
-            shutil.copy(source, path / item)
-    (path / "conf" / "local").mkdir(exist_ok=True)
-    for layer in ("01_raw", "02_intermediate", "05_model_input", "06_models", "07_model_output", "08_reporting"):
-        (path / "data" / layer).mkdir(parents=True)
-    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
-    subprocess.run([*git, "init", "-q"], cwd=path, check=True)
-    subprocess.run([*git, "add", "-A"], cwd=path, check=True)
-    subprocess.run([*git, "commit", "-qm", "snapshot"], cwd=path, check=True)
+    path = copy_project(tmp_path_factory.mktemp("project"))
     _run(path, "run", "--env", "tiny")
     return path
 
@@ -99,15 +78,15 @@ def test_lineage_cli_traces_a_model_file_to_data_code_params_and_teacher(project
 
 def test_one_stage_reruns_alone(project):
     before = (project / "data/06_models/teacher.pt").stat().st_mtime_ns
-    _run(project, "run", "--env", "tiny", "--pipeline", "evaluation")
-    _run(project, "run", "--env", "tiny", "--pipeline", "distillation", "--namespaces", "baseline")
+    _run(project, "run", "--env", "tiny", "--pipelines", "evaluation")
+    _run(project, "run", "--env", "tiny", "--pipelines", "distillation", "--namespaces", "baseline")
     assert (project / "data/06_models/teacher.pt").stat().st_mtime_ns == before
 
 
 def test_a_node_trains_data_parallel_with_two_processes(project):
     model = project / "data/06_models/students/baseline.pt"
     before = model.read_bytes()
-    _run(project, "run", "--env", "tiny", "--pipeline", "distillation", "--namespaces", "baseline",
+    _run(project, "run", "--env", "tiny", "--pipelines", "distillation", "--namespaces", "baseline",
          "--params", "training.nproc=2,training.seed=7")
     history = json.loads((project / "data/07_model_output/baseline_history.json").read_text())
     assert len(history) == 1 and 0 <= history[0]["val_miou"] <= 1
@@ -122,7 +101,7 @@ def test_a_corrupt_image_fails_ingestion_naming_it_and_keeps_the_manifest(projec
     original = victim.read_bytes()
     try:
         victim.write_bytes(original[:100])
-        result = _run(project, "run", "--env", "tiny", "--pipeline", "ingestion", check=False)
+        result = _run(project, "run", "--env", "tiny", "--pipelines", "ingestion", check=False)
         assert result.returncode != 0
         assert f"{victim.name}: unreadable or corrupt image" in result.stdout + result.stderr
         assert manifest.read_bytes() == before
@@ -135,7 +114,7 @@ def test_a_corrupt_image_fails_ingestion_naming_it_and_keeps_the_manifest(projec
     ("teacher.network.backbon=resnet18", "teacher.network.backbon: Extra inputs are not permitted"),
 ])
 def test_a_wrong_parameter_fails_early_naming_the_key(project, override, message):
-    result = _run(project, "run", "--env", "tiny", "--pipeline", "teacher", "--params", override, check=False)
+    result = _run(project, "run", "--env", "tiny", "--pipelines", "teacher", "--params", override, check=False)
     assert result.returncode != 0
     assert message in " ".join((result.stdout + result.stderr).split())
 
@@ -175,3 +154,75 @@ def test_data_stages_through_the_kedro_session_api(tmp_path, monkeypatch):
     assert statistics["num_images"] == 16 and sum(statistics["class_pixel_counts"]) == 16 * 64 * 64
     info = json.loads((tmp_path / "data/02_intermediate/dataset_info.json").read_text())
     assert info["hflip_safe"] is False and info["samples"] == {"test": 8, "train": 16, "val": 8}
+
+
+def test_kedro_run_env_trains_exactly_the_envs_methods(project):
+    """`kedro run --env X` does not export KEDRO_ENV: the method list must come from the session itself."""
+    env_dir = project / "conf" / "tiny_methods"
+    shutil.copytree(project / "conf" / "tiny", env_dir)
+    parameters = (env_dir / "parameters.yml").read_text().replace(
+        "distillation:\n", "distillation:\n  run: [baseline, cwd]\n", 1)
+    (env_dir / "parameters.yml").write_text(parameters)
+    result = _run(project, "run", "--env", "tiny_methods", "--pipelines", "distillation")
+    log = output(result)
+    assert "cwd.train_student" in log and "baseline.train_student" in log and "sstkd.train_student" not in log
+    assert (project / "data/06_models/students/cwd.pt").is_file()
+
+
+def test_params_on_the_command_line_choose_the_methods(project):
+    before = (project / "data/06_models/students/baseline.pt").stat().st_mtime_ns
+    log = output(_run(project, "run", "--env", "tiny", "--pipelines", "distillation",
+                      "--params", "distillation.run=[skd]"))
+    assert "skd.train_student" in log and "baseline.train_student" not in log
+    assert (project / "data/06_models/students/skd.pt").is_file()
+    assert (project / "data/06_models/students/baseline.pt").stat().st_mtime_ns == before
+
+
+def test_a_cache_older_than_the_ingested_data_is_refused(project):
+    mask = sorted((project / "data/01_raw/texture_mosaics_tiny/masks").glob("train_*.png"))[0]
+    original = mask.read_bytes()
+    from PIL import Image
+
+    try:
+        values = np.array(Image.open(mask))
+        values[0, 0] = (values[0, 0] + 1) % 10  # the data changes: a new fingerprint
+        Image.fromarray(values).save(mask)
+        _run(project, "run", "--env", "tiny", "--pipelines", "ingestion")
+        result = _run(project, "run", "--env", "tiny", "--pipelines", "teacher", check=False)
+        assert result.returncode != 0
+        assert "the training cache does not match the ingested data" in output(result)
+        assert "kedro run --pipelines preprocessing" in output(result)
+    finally:
+        mask.write_bytes(original)
+        _run(project, "run", "--env", "tiny", "--pipelines", "ingestion")
+
+
+def _mlflow_runs(project):
+    with sqlite3.connect(project / "mlflow.db") as db:
+        return dict(db.execute("select run_uuid, status from runs").fetchall())
+
+
+def test_a_second_run_is_refused_and_a_killed_run_is_marked_failed(project):
+    lock = project / "data" / ".sstkd-run.lock"
+    already = set(_mlflow_runs(project))
+    first = subprocess.Popen([str(KEDRO), "run", "--env", "tiny", "--pipelines", "teacher", "--params",
+                              "teacher.training.epochs=200,training.seed=11"], cwd=project,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env=dict(os.environ, DO_NOT_TRACK="1", MPLBACKEND="Agg"))
+    try:
+        deadline = time.time() + 120
+        running = []
+        while time.time() < deadline and not running:
+            time.sleep(0.5)
+            running = [r for r, status in _mlflow_runs(project).items() if r not in already and status == "RUNNING"]
+        assert running, "the first run never started"
+        assert str(first.pid) in lock.read_text()
+        second = _run(project, "run", "--env", "tiny", "--pipelines", "ingestion", check=False)
+        assert second.returncode != 0
+        assert f"another run is using this project's data (pid {first.pid}" in output(second)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    assert _mlflow_runs(project)[running[0]] == "RUNNING"  # killed: nobody closed it
+    _run(project, "run", "--env", "tiny", "--pipelines", "ingestion")  # the lock died with its holder
+    assert _mlflow_runs(project)[running[0]] == "FAILED"
