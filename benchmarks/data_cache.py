@@ -1,6 +1,6 @@
 """Samples/s of the training input path: from the uint8 array cache vs decoding PNGs, side by side.
 
-    python benchmarks/data_cache.py        # after `kedro run --pipeline data` (uses data/ of the default)
+    python benchmarks/data_cache.py        # after `kedro run --pipelines data` (uses data/ of the default)
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def main(root: Path = Path("data"), samples: int = 256) -> None:
     lut = np.asarray(info["label_lut"], dtype=np.uint8)
     rows = manifest[manifest.split == "train"].head(samples)
     meta = json.loads((root / "05_model_input/cache/meta.json").read_text())
-    assert "train" in meta["arrays"], "run `kedro run --pipeline data` first"
+    assert "train" in meta["arrays"], "run `kedro run --pipelines data` first"
     images = np.load(root / "05_model_input/cache/train/images.npy", mmap_mode="r")
     masks = np.load(root / "05_model_input/cache/train/masks.npy", mmap_mode="r")
     config = TransformConfig(crop_size=(96, 96))

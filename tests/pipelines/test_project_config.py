@@ -36,7 +36,7 @@ def test_every_dvc_stage_runs_a_registered_pipeline_and_its_outputs_are_catalog_
     catalog_paths = {entry.get("filepath") or entry.get("path") or entry.get("dataset", {}).get("filepath")
                      for entry in catalog.values()}
     for name, stage in stages.items():
-        assert stage["cmd"] == f"kedro run --pipeline {name}" and name in pipelines
+        assert stage["cmd"] == f"kedro run --pipelines {name}" and name in pipelines
         for out in stage.get("outs", []):
             out = out if isinstance(out, str) else next(iter(out))
             assert out in catalog_paths or out == "data/06_models/students", out
