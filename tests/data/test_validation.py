@@ -1,5 +1,7 @@
 """One test per kind of bad input: each fails before training, naming the file and the problem."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -7,7 +9,7 @@ from PIL import Image
 from sstkd.data.manifest import DatasetValidationError, build_manifest
 from sstkd.data.sources import open_source
 
-from .layouts import make_cityscapes, make_generic, rgb, save_png
+from .layouts import make_ade20k, make_camvid, make_cityscapes, make_generic, make_voc, rgb, save_png
 
 
 def _validate(root, layout="generic", splits=("train", "val", "test")):
@@ -90,11 +92,55 @@ def test_all_problems_are_reported_at_once(tmp_path):
     assert len(error.value.problems) == 2
 
 
-def test_split_listing_a_missing_image(tmp_path):
+def test_a_split_naming_missing_ids_reports_every_one_with_the_other_problems(tmp_path):
     make_generic(tmp_path)
-    (tmp_path / "splits" / "train.txt").write_text("x1\nghost\n")
-    with pytest.raises(FileNotFoundError, match="'ghost'"):
-        open_source("generic", tmp_path)
+    (tmp_path / "splits" / "train.txt").write_text("x1\nghost\nx2\nphantom\n")
+    data = (tmp_path / "images" / "y1.png").read_bytes()
+    (tmp_path / "images" / "y1.png").write_bytes(data[: len(data) // 2])  # an unrelated corrupt image
+    with pytest.raises(DatasetValidationError) as error:
+        _validate(tmp_path)
+    problems = error.value.problems
+    split_file = tmp_path / "splits" / "train.txt"
+    assert f"{split_file}: lists 'ghost' but {tmp_path / 'images'} has no image with that name" in problems
+    assert any("lists 'phantom'" in p for p in problems)
+    assert any("y1.png: unreadable or corrupt image" in p for p in problems)
+    assert len(problems) == 3, problems
+
+
+@pytest.mark.parametrize("how", ["empty file", "no file"])
+def test_an_empty_split_is_reported_without_false_orphan_masks(tmp_path, how):
+    make_generic(tmp_path)
+    if how == "empty file":
+        (tmp_path / "splits" / "test.txt").write_text("\n")
+    else:
+        (tmp_path / "splits" / "test.txt").unlink()
+    with pytest.raises(DatasetValidationError) as error:
+        _validate(tmp_path)
+    assert error.value.problems == [f"split 'test' is empty: no samples found for it under {tmp_path}"]
+
+
+def test_a_voc_split_naming_missing_ids_reports_them_all(tmp_path):
+    make_voc(tmp_path)
+    (tmp_path / "ImageSets" / "Segmentation" / "val.txt").write_text("2007_000033\nmissing_a\nmissing_b\n")
+    with pytest.raises(DatasetValidationError) as error:
+        _validate(tmp_path, layout="voc", splits=("train", "val"))
+    assert sum("lists 'missing_" in p for p in error.value.problems) == 2 and len(error.value.problems) == 2
+
+
+@pytest.mark.parametrize("layout, maker, empty", [
+    ("cityscapes", make_cityscapes, "leftImg8bit/test"),
+    ("ade20k", make_ade20k, "ADEChallengeData2016/images/validation"),
+    ("camvid", make_camvid, "val"),
+])
+def test_orphan_masks_are_only_masks_whose_image_is_missing(tmp_path, layout, maker, empty):
+    maker(tmp_path)
+    for image in (tmp_path / empty).rglob("*.*"):
+        image.unlink()  # the images of one split are gone; their masks really have no image
+    source = open_source(layout, tmp_path)
+    assert source.orphan_masks and all(Path(m).suffix == ".png" for m in source.orphan_masks)
+    assert not source.problems
+    make_generic(tmp_path / "generic")
+    assert open_source("generic", tmp_path / "generic").orphan_masks == []
 
 
 def test_palette_png_image_is_read_as_rgb(tmp_path):

@@ -107,7 +107,8 @@ def build_manifest(
     source: SourceLayout, required_splits: list[str], workers: int = 4, progress=None
 ) -> pd.DataFrame:
     """Scan and validate ``source``; return the manifest or raise :class:`DatasetValidationError`."""
-    problems: list[str] = [f"{source.root / mask}: mask has no matching image" for mask in source.orphan_masks]
+    problems: list[str] = list(source.problems)
+    problems += [f"{source.root / mask}: mask has no matching image" for mask in source.orphan_masks]
     duplicates = [sid for sid, n in Counter(r.sample_id for r in source.records).items() if n > 1]
     problems += [f"sample id {sid!r} appears more than once in {source.root}" for sid in duplicates]
     present = Counter(r.split for r in source.records)

@@ -50,6 +50,7 @@ class SourceLayout:
     label_lut: np.ndarray  # (256,) uint8: stored mask value -> training id, IGNORE_INDEX or UNKNOWN_LABEL
     records: list[SampleRecord] = field(default_factory=list)
     orphan_masks: list[str] = field(default_factory=list)  # masks with no image (reported by validation)
+    problems: list[str] = field(default_factory=list)  # found while scanning (e.g. a listed id with no image)
     hflip_safe: bool = True  # False where mirroring changes a class (orientation-defined classes)
 
     @property
@@ -86,16 +87,24 @@ def _files_by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
 
 
 def _pair_records(
-    root: Path, image_dir: Path, mask_dir: Path, split: str, ids: list[str] | None = None
-) -> tuple[list[SampleRecord], list[str]]:
+    root: Path, image_dir: Path, mask_dir: Path, split: str, ids: list[str] | None = None, listed_in: Path | None = None
+) -> tuple[list[SampleRecord], list[str], list[str]]:
+    """``(records, orphan masks, problems)`` of one split.
+
+    ``ids`` (from the split file ``listed_in``) selects the samples; ``None`` takes every image of ``image_dir``.
+    Every listed id without an image is a problem (all of them, not just the first). A mask is an orphan only
+    when no image in ``image_dir`` has its stem: a mask whose image a split does not list is merely unused.
+    """
     images = _files_by_stem(image_dir, IMAGE_SUFFIXES)
     masks = _files_by_stem(mask_dir, (".png",))
     wanted = ids if ids is not None else sorted(images)
-    records = []
+    records, problems = [], []
+    source = listed_in if listed_in is not None else f"the {split} split"
     for sample_id in wanted:
         image = images.get(sample_id)
         if image is None:
-            raise FileNotFoundError(f"{split} split lists {sample_id!r} but {image_dir} has no image with that name")
+            problems.append(f"{source}: lists {sample_id!r} but {image_dir} has no image with that name")
+            continue
         mask = masks.get(sample_id)
         records.append(
             SampleRecord(
@@ -105,8 +114,11 @@ def _pair_records(
                 str(mask.relative_to(root)) if mask is not None else None,
             )
         )
-    orphans = [str(masks[s].relative_to(root)) for s in sorted(set(masks) - set(images))] if ids is None else []
-    return records, orphans
+    return records, _orphan_masks(root, images, masks), problems
+
+
+def _orphan_masks(root: Path, images: dict[str, Path], masks: dict[str, Path]) -> list[str]:
+    return [str(masks[stem].relative_to(root)) for stem in sorted(set(masks) - set(images))]
 
 
 def _read_split_list(path: Path) -> list[str]:
@@ -128,16 +140,15 @@ def read_generic(root: str | Path, classes: list[str] | None = None) -> SourceLa
         else:
             raise FileNotFoundError(f"generic layout: {root} has neither classes.json nor classes.txt")
     records: list[SampleRecord] = []
-    listed: set[str] = set()
+    problems: list[str] = []
     for split_file in sorted(split_dir.glob("*.txt")):
-        ids = _read_split_list(split_file)
-        listed.update(ids)
-        split_records, _ = _pair_records(root, image_dir, mask_dir, split_file.stem, ids)
+        split_records, _, split_problems = _pair_records(root, image_dir, mask_dir, split_file.stem,
+                                                         _read_split_list(split_file), split_file)
         records += split_records
-    masks = _files_by_stem(mask_dir, (".png",))
-    orphans = [str(masks[s].relative_to(root)) for s in sorted(set(masks) - listed)]
+        problems += split_problems
+    orphans = _orphan_masks(root, _files_by_stem(image_dir, IMAGE_SUFFIXES), _files_by_stem(mask_dir, (".png",)))
     return SourceLayout("generic", root, classes, _lut({i: i for i in range(len(classes))} | {255: IGNORE_INDEX}),
-                        records, orphans, hflip_safe=bool(described.get("hflip_safe", True)))
+                        records, orphans, problems, hflip_safe=bool(described.get("hflip_safe", True)))
 
 
 # ----------------------------------------------------------------------------------------------- cityscapes
@@ -203,6 +214,7 @@ def read_voc(root: str | Path, use_sbd_aug: bool = False) -> SourceLayout:
     image_dir = _require_dir(root / "JPEGImages", "voc layout")
     set_dir = _require_dir(root / "ImageSets" / "Segmentation", "voc layout")
     records: list[SampleRecord] = []
+    problems: list[str] = []
     for split in ("train", "val", "test"):
         list_file = set_dir / f"{split}.txt"
         mask_dir = root / "SegmentationClass"
@@ -213,11 +225,13 @@ def read_voc(root: str | Path, use_sbd_aug: bool = False) -> SourceLayout:
                 raise FileNotFoundError(f"voc layout: use_sbd_aug is on but {list_file} does not exist")
         if not list_file.exists():
             continue
-        split_records, _ = _pair_records(root, image_dir, _require_dir(mask_dir, "voc layout"), split,
-                                         _read_split_list(list_file))
+        # VOC's mask folders hold only the segmentation subset of JPEGImages: no orphan check here
+        split_records, _, split_problems = _pair_records(root, image_dir, _require_dir(mask_dir, "voc layout"), split,
+                                                         _read_split_list(list_file), list_file)
         records += split_records
+        problems += split_problems
     return SourceLayout("voc", root, list(VOC_CLASSES), _lut({i: i for i in range(21)} | {255: IGNORE_INDEX}),
-                        records, [])
+                        records, [], problems)
 
 
 # ----------------------------------------------------------------------------------------------- ade20k
@@ -230,8 +244,8 @@ def read_ade20k(root: str | Path) -> SourceLayout:
     orphans: list[str] = []
     for folder, split in (("training", "train"), ("validation", "val")):
         if (images / folder).is_dir():
-            split_records, split_orphans = _pair_records(root, images / folder,
-                                                         _require_dir(annotations / folder, "ade20k layout"), split)
+            split_records, split_orphans, _ = _pair_records(root, images / folder,
+                                                            _require_dir(annotations / folder, "ade20k layout"), split)
             records += split_records
             orphans += split_orphans
     classes = [f"ade_{i:03d}" for i in range(1, 151)]
@@ -255,8 +269,8 @@ def read_camvid(root: str | Path) -> SourceLayout:
     orphans: list[str] = []
     for split in ("train", "val", "test"):
         if (root / split).is_dir():
-            split_records, split_orphans = _pair_records(root, root / split,
-                                                         _require_dir(root / f"{split}annot", "camvid layout"), split)
+            split_records, split_orphans, _ = _pair_records(root, root / split,
+                                                            _require_dir(root / f"{split}annot", "camvid layout"), split)
             records += split_records
             orphans += split_orphans
     if not records:
