@@ -1,16 +1,26 @@
-"""Lineage tags on the pipeline's MLflow run (kedro-mlflow starts the run; this hook runs after it)."""
+"""Lineage tags on the pipeline's MLflow run (kedro-mlflow starts the run; this hook runs after it), and the
+check of the top-level parameter groups when the context is created."""
 
 from __future__ import annotations
 
 import logging
 import os
 
+import click
 import torch
 from kedro.framework.hooks import hook_impl
 
 from sstkd import tracking
+from sstkd.config import ParameterError, check_parameter_groups
 
 log = logging.getLogger(__name__)
+
+
+class ParameterGroupError(ParameterError, click.ClickException):
+    """A :class:`ParameterError` that the ``kedro`` CLI prints as one short ``Error: ...`` message."""
+
+    def __init__(self, message: str):
+        click.ClickException.__init__(self, message)
 
 
 class LineageHooks:
@@ -21,6 +31,12 @@ class LineageHooks:
         if "OMP_NUM_THREADS" not in os.environ:
             torch.set_num_threads(max(1, os.cpu_count() or 1))
         self._env = context.env
+        # A top-level typo (`--params trainig.epochs=1`, or in a yml) fails here, before any node runs; as a CLI
+        # error, so `kedro run` prints the message, not a page of traceback through pluggy.
+        try:
+            check_parameter_groups(context.params)
+        except ParameterError as error:
+            raise ParameterGroupError(str(error)) from None
 
     @hook_impl(trylast=True)
     def before_pipeline_run(self, run_params: dict, pipeline, catalog) -> None:

@@ -12,10 +12,12 @@ from sstkd.config import (
     EvaluationParams,
     IngestionParams,
     MethodParams,
+    ParameterError,
     PreprocessingParams,
     StudentParams,
     TeacherParams,
     TrainingConfig,
+    check_parameter_groups,
     merged,
     validate,
 )
@@ -71,3 +73,16 @@ def test_every_environment_has_a_user_dataset_not_a_generator():
     for env in FIXTURES:
         catalog = yaml.safe_load((ROOT / "conf" / env / "catalog.yml").read_text())
         assert catalog["raw_dataset"]["generated"] is False and catalog["raw_dataset"]["layout"] == env
+
+
+@pytest.mark.parametrize("env", ["local", "tiny", *sorted(FIXTURES)])
+def test_every_environment_uses_only_known_parameter_groups(env):
+    loader = OmegaConfigLoader(str(ROOT / "conf"), base_env="base", default_run_env=env,
+                               merge_strategy={"parameters": "soft", "catalog": "soft"})
+    check_parameter_groups(loader["parameters"])
+
+
+def test_an_unknown_parameter_group_names_the_key_and_the_closest_group():
+    with pytest.raises(ParameterError, match="trainig: unknown parameter group; did you mean 'training'") as error:
+        check_parameter_groups({"training": {}, "trainig": {"epochs": 1}, "zzz": 1})
+    assert "zzz: unknown parameter group; known groups: synthetic, data," in str(error.value)
