@@ -3,6 +3,8 @@ the key (``distillation.methods.sstkd.losses.structural.levels: ...``)."""
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -90,4 +92,34 @@ class EvaluationParams(_Strict):
     device: str = "auto"
 
 
-__all__ = ["NetworkConfig", "TrainingConfig", "validate", "merged", "ParameterError"]
+# Every top-level parameter group and the schema its node validates it with (None: validated piecewise, e.g.
+# ``distillation`` by StudentParams / MethodParams per method). A new group is one more entry here.
+PARAMETER_GROUPS: dict[str, type[BaseModel] | None] = {
+    "synthetic": SyntheticParams,
+    "data": IngestionParams,
+    "preprocessing": PreprocessingParams,
+    "training": TrainingConfig,
+    "teacher": TeacherParams,
+    "distillation": None,
+    "evaluation": EvaluationParams,
+    "dataset_root": None,  # a dataset env's folder (`--params dataset_root=...`), read by its catalog entry
+}
+
+
+def check_parameter_groups(params: Mapping[str, Any]) -> None:
+    """Fail on a top-level key that is not a known group (``trainig.epochs=1``), naming the closest known one.
+
+    Nested keys are checked by each group's schema when its node starts; a top-level typo would otherwise be
+    ignored silently, since no node asks for it.
+    """
+    lines = []
+    for key in sorted(set(params) - set(PARAMETER_GROUPS)):
+        close = difflib.get_close_matches(key, PARAMETER_GROUPS, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"known groups: {', '.join(PARAMETER_GROUPS)}"
+        lines.append(f"{key}: unknown parameter group; {hint}")
+    if lines:
+        raise ParameterError("invalid parameters:\n  " + "\n  ".join(lines))
+
+
+__all__ = ["NetworkConfig", "TrainingConfig", "validate", "merged", "ParameterError", "PARAMETER_GROUPS",
+           "check_parameter_groups"]

@@ -1,4 +1,5 @@
-"""Project hooks: the run's own configuration for the pipeline registry, one run at a time, lineage tags."""
+"""Project hooks: the run's own configuration for the pipeline registry and the check of its top-level
+parameter groups, one run at a time, lineage tags on the run's MLflow run."""
 
 from __future__ import annotations
 
@@ -6,16 +7,25 @@ import logging
 import os
 from pathlib import Path
 
+import click
 import torch
 from kedro.framework.hooks import hook_impl
 
 from sstkd import tracking
+from sstkd.config import ParameterError, check_parameter_groups
 from sstkd.locking import ProjectLock
 from sstkd.pipeline_registry import use_run_parameters
 
 log = logging.getLogger(__name__)
 
 LOCK_FILE = Path("data") / ".sstkd-run.lock"
+
+
+class ParameterGroupError(ParameterError, click.ClickException):
+    """A :class:`ParameterError` that the ``kedro`` CLI prints as one short ``Error: ...`` message."""
+
+    def __init__(self, message: str):
+        click.ClickException.__init__(self, message)
 
 
 class LineageHooks:
@@ -26,8 +36,15 @@ class LineageHooks:
 
     @hook_impl(tryfirst=True)
     def after_context_created(self, context) -> None:
+        parameters = context.config_loader["parameters"]  # not context.params: that would load the pipelines
+        # A top-level typo (`--params trainig.epochs=1`, or in a yml) fails here, before any node runs; as a CLI
+        # error, so `kedro run` prints the message, not a page of traceback through pluggy.
+        try:
+            check_parameter_groups(parameters)
+        except ParameterError as error:
+            raise ParameterGroupError(str(error)) from None
         # Before anything loads the pipelines: the methods to run come from this session's --env and --params.
-        use_run_parameters(context.config_loader["parameters"])
+        use_run_parameters(parameters)
         # Intra-op threads: all cores unless the user says otherwise (PyTorch's default can oversubscribe
         # when loader workers also compute).
         if "OMP_NUM_THREADS" not in os.environ:

@@ -75,3 +75,15 @@ def make_generic(root: Path, classes=("a", "b", "c")) -> None:
         (root / "splits").mkdir(parents=True, exist_ok=True)
         (root / "splits" / f"{split}.txt").write_text("\n".join(names) + "\n")
     (root / "classes.txt").write_text("\n".join(classes) + "\n")
+
+
+def write_ade20k_object_info(folder: Path, kind: str = "txt", names=None) -> Path:
+    """objectInfo150 as released: ``.txt`` tab-separated with ``,`` synonyms, ``.csv`` with ``;`` synonyms."""
+    names = names or [("wall",), ("building", "edifice"), *[(f"class {i}", f"alias {i}") for i in range(3, 151)]]
+    separator, synonyms = ("\t", ", ") if kind == "txt" else (",", ";")
+    lines = [separator.join(["Idx", "Ratio", "Train", "Val", "Name"])]
+    lines += [separator.join([str(i), "0.0100", "100", "10", synonyms.join(n)]) for i, n in enumerate(names, start=1)]
+    path = folder / f"objectInfo150.{kind}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path

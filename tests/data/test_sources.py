@@ -3,9 +3,23 @@ import pytest
 
 from sstkd.data.cache import build_cache
 from sstkd.data.manifest import build_manifest
-from sstkd.data.sources import CITYSCAPES_CLASSES, IGNORE_INDEX, open_source, voc_palette
+from sstkd.data.sources import (
+    ADE20K_CLASSES,
+    CITYSCAPES_CLASSES,
+    CITYSCAPES_LABEL_TO_TRAIN,
+    IGNORE_INDEX,
+    open_source,
+    voc_palette,
+)
 
-from .layouts import make_ade20k, make_camvid, make_cityscapes, make_generic, make_voc
+from .layouts import (
+    make_ade20k,
+    make_camvid,
+    make_cityscapes,
+    make_generic,
+    make_voc,
+    write_ade20k_object_info,
+)
 
 
 def _train_ids(source, split="train"):
@@ -64,3 +78,43 @@ def test_unknown_layout_and_missing_root_are_clear(tmp_path):
         open_source("kitti", tmp_path)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         open_source("cityscapes", tmp_path / "nowhere")
+
+
+def test_cityscapes_definitions_match_the_official_table():
+    # the published 19 evaluated classes (Cordts et al. 2016, cityscapesScripts labels.py)
+    assert CITYSCAPES_CLASSES[:3] == ["road", "sidewalk", "building"] and CITYSCAPES_CLASSES[-1] == "bicycle"
+    assert len(CITYSCAPES_CLASSES) == 19 and CITYSCAPES_LABEL_TO_TRAIN[26] == 13  # car
+    assert sorted(CITYSCAPES_LABEL_TO_TRAIN.values()) == list(range(19))
+    assert 0 not in CITYSCAPES_LABEL_TO_TRAIN and 34 not in CITYSCAPES_LABEL_TO_TRAIN  # unlabeled; no id 34
+
+
+@pytest.mark.parametrize("kind, folder", [("txt", "ADEChallengeData2016"), ("csv", "ADEChallengeData2016"),
+                                          ("csv", "")])
+def test_ade20k_class_names_come_from_object_info(tmp_path, kind, folder):
+    make_ade20k(tmp_path)
+    write_ade20k_object_info(tmp_path / folder, kind)
+    classes = open_source("ade20k", tmp_path).classes
+    assert classes[:3] == ["wall", "building", "class 3"] and len(classes) == 150
+
+
+def test_ade20k_without_object_info_uses_the_built_in_official_names(tmp_path, caplog):
+    make_ade20k(tmp_path)
+    with caplog.at_level("INFO", logger="sstkd.data.sources"):
+        classes = open_source("ade20k", tmp_path).classes
+    assert classes == ADE20K_CLASSES and len(set(classes)) == 150
+    assert classes[:4] == ["wall", "building", "sky", "floor"] and classes[12] == "person" and classes[-1] == "flag"
+    assert "built-in list" in caplog.text
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda text: text.replace("Idx", "Index"), "expected the header"),
+    (lambda text: text.replace("\n7\t", "\nseven\t"), "line 8: expected 5 fields"),
+    (lambda text: "\n".join(text.splitlines()[:100]), "lists 99 classes"),
+])
+def test_a_malformed_object_info_fails_naming_the_file(tmp_path, damage, message):
+    make_ade20k(tmp_path)
+    path = write_ade20k_object_info(tmp_path / "ADEChallengeData2016", "txt")
+    path.write_text(damage(path.read_text()))
+    with pytest.raises(ValueError, match=message) as error:
+        open_source("ade20k", tmp_path)
+    assert str(path) in str(error.value)

@@ -89,6 +89,39 @@ def test_ohem_keeps_only_hard_pixels():
     torch.testing.assert_close(value, hard, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("options", [{}, {"ohem": True, "ohem_min_kept": 4}, {"class_weights": [1.0, 2.0, 0.5]}])
+def test_an_all_ignore_batch_gives_zero_cross_entropy_connected_to_the_logits(options):
+    """ADE20K's "other" (0 -> ignore) can fill a whole crop: that batch contributes 0, not NaN."""
+    logits = torch.randn(2, 3, 4, 4, requires_grad=True)
+    aux = torch.randn(2, 3, 4, 4, requires_grad=True)
+    masks = torch.full((2, 4, 4), 255)
+    value = CrossEntropyLoss(aux_weight=0.4, **options)(SegmentationOutput(logits, None, None, aux), None,
+                                                         {"masks": masks})
+    assert torch.isfinite(value) and float(value.detach()) == 0.0
+    value.backward()
+    assert logits.grad is not None and aux.grad is not None
+    assert not logits.grad.any() and not aux.grad.any()
+
+
+@pytest.mark.parametrize("weights", [None, [1.0, 2.0, 0.5]])
+def test_cross_entropy_with_valid_pixels_equals_torch_mean(weights):
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 3, 5, 5, generator=g)
+    masks = torch.randint(0, 3, (2, 5, 5), generator=g)
+    masks[0, :2] = 255
+    value = CrossEntropyLoss(aux_weight=0.0, class_weights=weights)(
+        SegmentationOutput(logits, None, None, None), None, {"masks": masks})
+    weight = torch.tensor(weights) if weights else None
+    torch.testing.assert_close(value, torch.nn.functional.cross_entropy(logits, masks, weight=weight,
+                                                                        ignore_index=255))
+
+
+@pytest.mark.parametrize("name", sorted(TEACHER_LOSSES))
+def test_teacher_losses_are_finite_on_an_all_ignore_batch(name):
+    batch = {"images": BATCH["images"], "masks": torch.full((2, 32, 32), 255)}
+    assert torch.isfinite(TEACHER_LOSSES[name]()(_output(1), _output(0), batch))
+
+
 def test_adversarial_critic_learns_and_generator_term_has_no_critic_gradient():
     torch.manual_seed(0)
     term = AdversarialDistillation(num_classes=5, channels=8)

@@ -119,6 +119,30 @@ def test_a_wrong_parameter_fails_early_naming_the_key(project, override, message
     assert message in " ".join((result.stdout + result.stderr).split())
 
 
+@pytest.mark.parametrize("how", ["--params", "yml"])
+def test_an_unknown_top_level_parameter_fails_before_any_node_naming_it(tmp_path, how):
+    """`trainig.epochs=1` used to be accepted silently: no node asks for `trainig`."""
+    for item in ("conf", "src", "pyproject.toml", ".telemetry"):
+        if (ROOT / item).is_dir():
+            shutil.copytree(ROOT / item, tmp_path / item, ignore=shutil.ignore_patterns("__pycache__", "local"))
+        else:
+            shutil.copy(ROOT / item, tmp_path / item)
+    (tmp_path / "conf" / "local").mkdir()
+    args = ["run", "--env", "tiny"]
+    if how == "--params":
+        args += ["--params", "trainig.epochs=1"]
+        key, known = "trainig", "training"
+    else:
+        (tmp_path / "conf" / "tiny" / "parameters_extra.yml").write_text("evalution:\n  flip: true\n")
+        key, known = "evalution", "evaluation"
+    result = _run(tmp_path, *args, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert f"{key}: unknown parameter group; did you mean '{known}'?" in output
+    assert "Running node" not in output and not (tmp_path / "data").exists()
+    assert len(output.splitlines()) < 40, output  # a message, not a page of traceback
+
+
 @pytest.mark.parametrize("notebook", ["lineage.ipynb", "texture_modules.ipynb"])
 def test_notebooks_run_on_a_real_study(project, notebook, monkeypatch):
     import matplotlib

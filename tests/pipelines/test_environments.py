@@ -11,10 +11,12 @@ from sstkd.config import (
     EvaluationParams,
     IngestionParams,
     MethodParams,
+    ParameterError,
     PreprocessingParams,
     StudentParams,
     TeacherParams,
     TrainingConfig,
+    check_parameter_groups,
     merged,
     validate,
 )
@@ -71,3 +73,14 @@ def test_every_environment_has_a_user_dataset_not_a_generator():
         entry = OmegaConfigLoader(str(ROOT / "conf"), env=env, **CONFIG_LOADER_ARGS)["catalog"]["raw_dataset"]
         # Whole-entry replacement: base's `generated: true` must not leak into a user's dataset entry.
         assert "generated" not in entry and entry["layout"] == env, entry
+
+
+@pytest.mark.parametrize("env", ["local", "tiny", "generic", *sorted(FIXTURES)])
+def test_every_environment_uses_only_known_parameter_groups(env):
+    check_parameter_groups(OmegaConfigLoader(str(ROOT / "conf"), env=env, **CONFIG_LOADER_ARGS)["parameters"])
+
+
+def test_an_unknown_parameter_group_names_the_key_and_the_closest_group():
+    with pytest.raises(ParameterError, match="trainig: unknown parameter group; did you mean 'training'") as error:
+        check_parameter_groups({"training": {}, "trainig": {"epochs": 1}, "zzz": 1})
+    assert "zzz: unknown parameter group; known groups: synthetic, data," in str(error.value)

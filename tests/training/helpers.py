@@ -30,9 +30,9 @@ def config(**overrides):
     return TrainingConfig(**(base | overrides))
 
 
-def train(checkpoint_root=None, losses=None, **overrides):
-    return train_network("student", tiny_cache(), INFO, STATS, STUDENT, losses or {"cross_entropy": {}},
-                         config(**overrides), checkpoint_root=checkpoint_root)
+def train(checkpoint_root=None, losses=None, cache=None, callbacks=(), **overrides):
+    return train_network("student", cache or tiny_cache(), INFO, STATS, STUDENT, losses or {"cross_entropy": {}},
+                         config(**overrides), checkpoint_root=checkpoint_root, callbacks=callbacks)
 
 
 if __name__ == "__main__":  # child process of the kill/resume test: train, then print the history

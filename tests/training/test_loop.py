@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import signal
 import subprocess
@@ -60,10 +61,40 @@ def test_a_killed_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path):
 def test_a_non_finite_loss_stops_with_the_term_and_step_and_keeps_the_last_checkpoint(tmp_path):
     helpers.train(checkpoint_root=tmp_path, epochs=1)
     good = load_checkpoint(tmp_path / "student" / "last.pt")
-    with pytest.raises(NonFiniteLossError, match=r"loss term 'cross_entropy' became non-finite at step \d+"):
+    with pytest.raises(NonFiniteLossError, match=r"loss term 'cross_entropy' became non-finite at step \d+") as error:
         helpers.train(checkpoint_root=tmp_path, epochs=2, lr=1e30)
     kept = load_checkpoint(tmp_path / "student" / "last.pt")
     assert kept["fingerprint"] == good["fingerprint"] and kept["epoch"] == good["epoch"]
+    # lr=1e30 is another configuration: its last.pt is not "the last good checkpoint" of this run
+    message = str(error.value)
+    assert "No checkpoint of this configuration exists" in message
+    assert "belongs to another configuration and was not resumed" in message and "last good" not in message
+
+
+def test_a_non_finite_loss_without_any_checkpoint_says_so(tmp_path):
+    with pytest.raises(NonFiniteLossError) as error:
+        helpers.train(checkpoint_root=tmp_path, epochs=1, lr=1e30)
+    message = str(error.value)
+    assert "No checkpoint of this configuration exists" in message and "another configuration" not in message
+
+
+def test_a_non_finite_loss_names_this_configurations_checkpoint_and_its_epoch(tmp_path, monkeypatch):
+    original = torch.nn.functional.cross_entropy
+
+    def poison_after_first_epoch(epoch, record):  # same configuration, the loss goes NaN in epoch 2
+        monkeypatch.setattr(torch.nn.functional, "cross_entropy", lambda *a, **k: original(*a, **k) * math.nan)
+
+    with pytest.raises(NonFiniteLossError) as error:
+        helpers.train(checkpoint_root=tmp_path, epochs=2, callbacks=[poison_after_first_epoch])
+    last = tmp_path / "student" / "last.pt"
+    assert f"The last good checkpoint of this configuration is {last} (after epoch 1)" in str(error.value)
+
+
+def test_a_crop_with_only_ignored_pixels_trains_without_a_non_finite_loss():
+    cache = helpers.tiny_cache()
+    cache["train"]["masks"][:] = 255  # ADE20K-like: every pixel is "other"
+    _, result = helpers.train(cache=cache, epochs=1)
+    assert result.history[0]["loss"] == 0.0
 
 
 def test_checkpoints_load_weights_only_and_refuse_code(tmp_path):

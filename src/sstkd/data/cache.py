@@ -81,6 +81,20 @@ def _load_sample(root: Path, row, lut: np.ndarray, size: tuple[int, int] | None)
     return image, mask
 
 
+def _require_one_size(manifest: pd.DataFrame, examples: int = 2) -> None:
+    """Without ``cache_size`` every image is stacked as is, so all must share one size: name the sizes found."""
+    groups = manifest.groupby(["height", "width"], sort=False)["image_path"]
+    if groups.ngroups <= 1:
+        return
+    found = "; ".join(
+        f"{height}x{width} (HxW): {len(paths)} image(s), e.g. {', '.join(paths.iloc[:examples])}"
+        for (height, width), paths in sorted(groups, key=lambda group: -len(group[1]))
+    )
+    raise ValueError(f"preprocessing.cache_size is null, so every image must have the same size, but the images "
+                     f"have {groups.ngroups} sizes: {found}. Set preprocessing.cache_size: [height, width] to resize "
+                     "them all to one size.")
+
+
 def build_cache(
     root: str | Path,
     manifest: pd.DataFrame,
@@ -97,8 +111,8 @@ def build_cache(
     """
     root = Path(root)
     label_lut = np.asarray(label_lut, dtype=np.uint8)
-    if size is None and manifest[["height", "width"]].drop_duplicates().shape[0] > 1:
-        raise ValueError("preprocessing.cache_size: images have different sizes; set a fixed [height, width]")
+    if size is None:
+        _require_one_size(manifest)
     cache = ArrayCache(source_fingerprint=source_fingerprint)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for split, rows in manifest.groupby("split", sort=False):

@@ -58,28 +58,71 @@ def read_mask(path: Path) -> np.ndarray:
     return values
 
 
-def read_image(path: Path) -> np.ndarray:
-    """An RGB image ``(H, W, 3)`` uint8."""
-    with Image.open(path) as image:
+MIN_IMAGE_SIDE = 8  # the networks' finest output stride: a smaller side gives a logit map under one pixel wide
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+class UnsupportedImageError(ValueError):
+    """An image that decodes but cannot be turned into 8-bit RGB without guessing; the message names the file."""
+
+
+def decode_rgb(image: Image.Image, path: Path | str) -> np.ndarray:
+    """``image`` as RGB ``(H, W, 3)`` uint8, scaled by the true range of its type, never saturated.
+
+    * 8-bit modes (``L``, ``P``, ``RGB``, ``RGBA``, ``LA``, ``CMYK``, ``1``, ...) convert with Pillow (alpha dropped).
+    * 16-bit greyscale (``I;16``, ``I;16B``, ...) is divided by 257 (65535 -> 255, 32768 -> 128) and repeated over
+      the three channels. Pillow's ``convert("RGB")`` would clip every value above 255 to white.
+    * ``I`` (32-bit integer, how some readers open a 16-bit PNG) is treated as 16-bit when its values lie in
+      0..65535; otherwise it is refused, since its range is unknown.
+    * ``F`` (floating point) is refused: there is no agreed range (0..1? 0..255? HDR?) to scale from.
+    * 16-bit-per-channel RGB PNGs are already reduced to 8 bit by Pillow's decoder (high byte), which is the
+      same scaling to within one level.
+
+    Raises :class:`UnsupportedImageError` naming ``path`` for what is refused.
+    """
+    if image.mode in _SIXTEEN_BIT_MODES or image.mode == "I":
+        values = np.asarray(image)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise UnsupportedImageError(
+                f"{path}: 32-bit integer image with values {values.min()}..{values.max()} outside 0..65535; "
+                "convert it to 8 or 16 bit")
+        grey = np.rint(values.astype(np.float64) / 257.0).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if image.mode == "F":
+        raise UnsupportedImageError(f"{path}: floating-point image (mode F) has no defined range; "
+                                    "convert it to 8 or 16 bit")
+    try:
         return np.array(image.convert("RGB"))  # writable: torch.from_numpy warns on read-only buffers
+    except ValueError as error:
+        raise UnsupportedImageError(f"{path}: cannot convert image mode {image.mode} to RGB ({error})") from None
+
+
+def read_image(path: Path) -> np.ndarray:
+    """An RGB image ``(H, W, 3)`` uint8, decoded by :func:`decode_rgb` (16-bit scaled, float refused)."""
+    with Image.open(path) as image:
+        return decode_rgb(image, path)
 
 
 def _check_sample(source: SourceLayout, record) -> _Checked:
     problems: list[str] = []
     image_file = source.root / record.image_path
     try:
-        with Image.open(image_file) as image:
-            image.load()  # decode fully: a truncated file passes Image.open but fails here
-            width, height = image.size
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        # decode fully and as training will (a truncated file passes Image.open but fails here)
+        height, width = read_image(image_file).shape[:2]
+    except UnsupportedImageError as error:
+        return _Checked(None, [str(error)])
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         return _Checked(None, [f"{image_file}: unreadable or corrupt image ({error})"])
+    if min(height, width) < MIN_IMAGE_SIDE:
+        problems.append(f"{image_file}: image is {width}x{height}, too small to train on "
+                        f"(each side must be at least {MIN_IMAGE_SIDE} pixels)")
     if record.mask_path is None:
-        return _Checked(None, [f"{image_file}: no mask found for sample {record.sample_id!r}"])
+        return _Checked(None, [*problems, f"{image_file}: no mask found for sample {record.sample_id!r}"])
     mask_file = source.root / record.mask_path
     try:
         mask = read_mask(mask_file)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        return _Checked(None, [f"{mask_file}: unreadable mask ({error})"])
+        return _Checked(None, [*problems, f"{mask_file}: unreadable mask ({error})"])
     if mask.shape != (height, width):
         problems.append(
             f"{mask_file}: mask size {mask.shape[1]}x{mask.shape[0]} differs from image size {width}x{height}"
@@ -107,7 +150,8 @@ def build_manifest(
     source: SourceLayout, required_splits: list[str], workers: int = 4, progress=None
 ) -> pd.DataFrame:
     """Scan and validate ``source``; return the manifest or raise :class:`DatasetValidationError`."""
-    problems: list[str] = [f"{source.root / mask}: mask has no matching image" for mask in source.orphan_masks]
+    problems: list[str] = list(source.problems)
+    problems += [f"{source.root / mask}: mask has no matching image" for mask in source.orphan_masks]
     duplicates = [sid for sid, n in Counter(r.sample_id for r in source.records).items() if n > 1]
     problems += [f"sample id {sid!r} appears more than once in {source.root}" for sid in duplicates]
     present = Counter(r.split for r in source.records)

@@ -10,22 +10,28 @@ layout     files under ``root``
 generic    ``images/<id>.<ext>``, ``masks/<id>.png`` (class ids, 255 ignore), ``splits/<split>.txt``,
            ``classes.json`` (``{"classes": [...]}``) or ``classes.txt`` (one name a line)
 cityscapes ``leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png``,
-           ``gtFine/<split>/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png`` (34 label ids → 19 train ids)
+           ``gtFine/<split>/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png`` (34 label ids → 19 train ids,
+           from the ``cityscapesscripts`` package's official label definitions)
 voc        ``JPEGImages/<id>.jpg``, ``SegmentationClass/<id>.png`` (palette indices, 255 border),
            ``ImageSets/Segmentation/{train,val}.txt``; optional SBD ``SegmentationClassAug/`` + ``train_aug.txt``
 ade20k     ``ADEChallengeData2016/images/{training,validation}/*.jpg`` and ``annotations/...png``
-           (0 = other → ignore, 1..150 → 0..149)
+           (0 = other → ignore, 1..150 → 0..149); names from ``objectInfo150.txt``/``.csv`` or built in
 camvid     ``{train,val,test}/*.png`` and ``{train,val,test}annot/*.png`` (11 classes, 11 = void → ignore)
 ========== ==================================================================================================
 """
 
 from __future__ import annotations
 
+import csv
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from cityscapesscripts.helpers import labels as cityscapes_labels
+
+log = logging.getLogger(__name__)
 
 IGNORE_INDEX = 255
 UNKNOWN_LABEL = 254  # a stored value the layout does not define; validation rejects it
@@ -50,6 +56,7 @@ class SourceLayout:
     label_lut: np.ndarray  # (256,) uint8: stored mask value -> training id, IGNORE_INDEX or UNKNOWN_LABEL
     records: list[SampleRecord] = field(default_factory=list)
     orphan_masks: list[str] = field(default_factory=list)  # masks with no image (reported by validation)
+    problems: list[str] = field(default_factory=list)  # found while scanning (e.g. a listed id with no image)
     hflip_safe: bool = True  # False where mirroring changes a class (orientation-defined classes)
 
     @property
@@ -86,16 +93,24 @@ def _files_by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
 
 
 def _pair_records(
-    root: Path, image_dir: Path, mask_dir: Path, split: str, ids: list[str] | None = None
-) -> tuple[list[SampleRecord], list[str]]:
+    root: Path, image_dir: Path, mask_dir: Path, split: str, ids: list[str] | None = None, listed_in: Path | None = None
+) -> tuple[list[SampleRecord], list[str], list[str]]:
+    """``(records, orphan masks, problems)`` of one split.
+
+    ``ids`` (from the split file ``listed_in``) selects the samples; ``None`` takes every image of ``image_dir``.
+    Every listed id without an image is a problem (all of them, not just the first). A mask is an orphan only
+    when no image in ``image_dir`` has its stem: a mask whose image a split does not list is merely unused.
+    """
     images = _files_by_stem(image_dir, IMAGE_SUFFIXES)
     masks = _files_by_stem(mask_dir, (".png",))
     wanted = ids if ids is not None else sorted(images)
-    records = []
+    records, problems = [], []
+    source = listed_in if listed_in is not None else f"the {split} split"
     for sample_id in wanted:
         image = images.get(sample_id)
         if image is None:
-            raise FileNotFoundError(f"{split} split lists {sample_id!r} but {image_dir} has no image with that name")
+            problems.append(f"{source}: lists {sample_id!r} but {image_dir} has no image with that name")
+            continue
         mask = masks.get(sample_id)
         records.append(
             SampleRecord(
@@ -105,8 +120,11 @@ def _pair_records(
                 str(mask.relative_to(root)) if mask is not None else None,
             )
         )
-    orphans = [str(masks[s].relative_to(root)) for s in sorted(set(masks) - set(images))] if ids is None else []
-    return records, orphans
+    return records, _orphan_masks(root, images, masks), problems
+
+
+def _orphan_masks(root: Path, images: dict[str, Path], masks: dict[str, Path]) -> list[str]:
+    return [str(masks[stem].relative_to(root)) for stem in sorted(set(masks) - set(images))]
 
 
 def _read_split_list(path: Path) -> list[str]:
@@ -128,28 +146,25 @@ def read_generic(root: str | Path, classes: list[str] | None = None) -> SourceLa
         else:
             raise FileNotFoundError(f"generic layout: {root} has neither classes.json nor classes.txt")
     records: list[SampleRecord] = []
-    listed: set[str] = set()
+    problems: list[str] = []
     for split_file in sorted(split_dir.glob("*.txt")):
-        ids = _read_split_list(split_file)
-        listed.update(ids)
-        split_records, _ = _pair_records(root, image_dir, mask_dir, split_file.stem, ids)
+        split_records, _, split_problems = _pair_records(root, image_dir, mask_dir, split_file.stem,
+                                                         _read_split_list(split_file), split_file)
         records += split_records
-    masks = _files_by_stem(mask_dir, (".png",))
-    orphans = [str(masks[s].relative_to(root)) for s in sorted(set(masks) - listed)]
+        problems += split_problems
+    orphans = _orphan_masks(root, _files_by_stem(image_dir, IMAGE_SUFFIXES), _files_by_stem(mask_dir, (".png",)))
     return SourceLayout("generic", root, classes, _lut({i: i for i in range(len(classes))} | {255: IGNORE_INDEX}),
-                        records, orphans, hflip_safe=bool(described.get("hflip_safe", True)))
+                        records, orphans, problems, hflip_safe=bool(described.get("hflip_safe", True)))
 
 
 # ----------------------------------------------------------------------------------------------- cityscapes
-CITYSCAPES_CLASSES = [
-    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
-    "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
-]  # fmt: skip
-# labelId -> trainId for the 19 evaluated classes (cityscapesScripts' labels.py); the other ids 0..33 are ignored.
-CITYSCAPES_LABEL_TO_TRAIN = {
-    7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12, 26: 13, 27: 14,
-    28: 15, 31: 16, 32: 17, 33: 18,
-}  # fmt: skip
+# The official definitions (cityscapesScripts' helpers/labels.py): the 19 evaluated classes in trainId order, and
+# labelId -> trainId for them; every other label id 0..33 (void, and classes not evaluated) is ignored.
+_CITYSCAPES_EVALUATED = sorted((label for label in cityscapes_labels.labels if 0 <= label.trainId < 255),
+                               key=lambda label: label.trainId)
+CITYSCAPES_CLASSES = [label.name for label in _CITYSCAPES_EVALUATED]
+CITYSCAPES_LABEL_TO_TRAIN = {label.id: label.trainId for label in _CITYSCAPES_EVALUATED}
+CITYSCAPES_LABEL_IDS = sorted(label.id for label in cityscapes_labels.labels if label.id >= 0)  # 0..33
 
 
 def read_cityscapes(root: str | Path, splits: tuple[str, ...] = ("train", "val", "test")) -> SourceLayout:
@@ -172,7 +187,7 @@ def read_cityscapes(root: str | Path, splits: tuple[str, ...] = ("train", "val",
         for mask in sorted((label_root / split).glob("*/*_gtFine_labelIds.png")):
             if mask.name[: -len("_gtFine_labelIds.png")] not in image_stems:
                 orphans.append(str(mask.relative_to(root)))
-    mapping = {label_id: IGNORE_INDEX for label_id in range(34)} | CITYSCAPES_LABEL_TO_TRAIN
+    mapping = {label_id: IGNORE_INDEX for label_id in CITYSCAPES_LABEL_IDS} | CITYSCAPES_LABEL_TO_TRAIN
     return SourceLayout("cityscapes", root, list(CITYSCAPES_CLASSES), _lut(mapping), records, orphans)
 
 
@@ -203,6 +218,7 @@ def read_voc(root: str | Path, use_sbd_aug: bool = False) -> SourceLayout:
     image_dir = _require_dir(root / "JPEGImages", "voc layout")
     set_dir = _require_dir(root / "ImageSets" / "Segmentation", "voc layout")
     records: list[SampleRecord] = []
+    problems: list[str] = []
     for split in ("train", "val", "test"):
         list_file = set_dir / f"{split}.txt"
         mask_dir = root / "SegmentationClass"
@@ -216,14 +232,76 @@ def read_voc(root: str | Path, use_sbd_aug: bool = False) -> SourceLayout:
                     f"raw_dataset.options.use_sbd_aug: false (conf/voc/catalog.yml) to train on VOC's own train split")
         if not list_file.exists():
             continue
-        split_records, _ = _pair_records(root, image_dir, _require_dir(mask_dir, "voc layout"), split,
-                                         _read_split_list(list_file))
+        # VOC's mask folders hold only the segmentation subset of JPEGImages: no orphan check here
+        split_records, _, split_problems = _pair_records(root, image_dir, _require_dir(mask_dir, "voc layout"), split,
+                                                         _read_split_list(list_file), list_file)
         records += split_records
+        problems += split_problems
     return SourceLayout("voc", root, list(VOC_CLASSES), _lut({i: i for i in range(21)} | {255: IGNORE_INDEX}),
-                        records, [])
+                        records, [], problems)
 
 
 # ----------------------------------------------------------------------------------------------- ade20k
+# The 150 classes of the scene-parsing benchmark (ADEChallengeData2016), in index order 1..150, first synonym of
+# each: used when the dataset folder has no objectInfo150 file.
+ADE20K_CLASSES = [
+    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass", "cabinet",
+    "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain", "chair", "car", "water",
+    "painting", "sofa", "shelf", "house", "sea", "mirror", "rug", "field", "armchair", "seat", "fence", "desk",
+    "rock", "wardrobe", "lamp", "bathtub", "railing", "cushion", "base", "box", "column", "signboard",
+    "chest of drawers", "counter", "sand", "sink", "skyscraper", "fireplace", "refrigerator", "grandstand", "path",
+    "stairs", "runway", "case", "pool table", "pillow", "screen door", "stairway", "river", "bridge", "bookcase",
+    "blind", "coffee table", "toilet", "flower", "book", "hill", "bench", "countertop", "stove", "palm",
+    "kitchen island", "computer", "swivel chair", "boat", "bar", "arcade machine", "hovel", "bus", "towel", "light",
+    "truck", "tower", "chandelier", "awning", "streetlight", "booth", "television receiver", "airplane",
+    "dirt track", "apparel", "pole", "land", "bannister", "escalator", "ottoman", "bottle", "buffet", "poster",
+    "stage", "van", "ship", "fountain", "conveyer belt", "canopy", "washer", "plaything", "swimming pool", "stool",
+    "barrel", "basket", "waterfall", "tent", "bag", "minibike", "cradle", "oven", "ball", "food", "step", "tank",
+    "trade name", "microwave", "pot", "animal", "bicycle", "lake", "dishwasher", "screen", "blanket", "sculpture",
+    "hood", "sconce", "vase", "traffic light", "tray", "ashcan", "fan", "pier", "crt screen", "plate", "monitor",
+    "bulletin board", "shower", "radiator", "glass", "clock", "flag",
+]  # fmt: skip
+ADE20K_NUM_CLASSES = 150
+_ADE20K_NAME_FILES = (("objectInfo150.txt", "\t", ","), ("objectInfo150.csv", ",", ";"))  # file, separator, synonyms
+
+
+def read_ade20k_classes(path: Path) -> list[str]:
+    """Class names from an official ``objectInfo150`` file, first synonym of each, in index order.
+
+    ``.txt`` (the release): tab-separated ``Idx Ratio Train Val Name``, synonyms split by ``,``
+    (``building, edifice``); ``.csv`` (the devkit): comma-separated, synonyms split by ``;`` (``building;edifice``).
+    A malformed file raises ``ValueError`` naming it.
+    """
+    separator, synonyms = next((sep, syn) for name, sep, syn in _ADE20K_NAME_FILES if name == path.name)
+    rows = [row for row in csv.reader(path.read_text().splitlines(), delimiter=separator) if row]
+    if not rows or [cell.strip().lower() for cell in rows[0]] != ["idx", "ratio", "train", "val", "name"]:
+        raise ValueError(f"{path}: expected the header Idx, Ratio, Train, Val, Name (the official objectInfo150)")
+    names: dict[int, str] = {}
+    for line, row in enumerate(rows[1:], start=2):
+        try:
+            index = int(row[0])
+            name = row[4].split(synonyms)[0].strip()
+        except (ValueError, IndexError):
+            raise ValueError(f"{path}, line {line}: expected 5 fields with an integer Idx, got {row}") from None
+        if not name or not 1 <= index <= ADE20K_NUM_CLASSES or index in names:
+            raise ValueError(f"{path}, line {line}: Idx {index} with name {name!r} is empty, out of 1..150 or repeated")
+        names[index] = name
+    if sorted(names) != list(range(1, ADE20K_NUM_CLASSES + 1)):
+        raise ValueError(f"{path}: lists {len(names)} classes, expected the {ADE20K_NUM_CLASSES} of ADE20K")
+    return [names[index] for index in sorted(names)]
+
+
+def ade20k_classes(root: Path) -> list[str]:
+    """Names from ``objectInfo150.txt`` or ``.csv`` in ``root/ADEChallengeData2016`` or ``root``; else built in."""
+    for folder in (root / "ADEChallengeData2016", root):
+        for name, _, _ in _ADE20K_NAME_FILES:
+            if (folder / name).is_file():
+                return read_ade20k_classes(folder / name)
+    log.info("ade20k: no objectInfo150.txt or objectInfo150.csv under %s; class names come from the built-in "
+             "list of the 150 official names", root)
+    return list(ADE20K_CLASSES)
+
+
 def read_ade20k(root: str | Path) -> SourceLayout:
     root = Path(root)
     base = root / "ADEChallengeData2016" if (root / "ADEChallengeData2016").is_dir() else root
@@ -233,16 +311,11 @@ def read_ade20k(root: str | Path) -> SourceLayout:
     orphans: list[str] = []
     for folder, split in (("training", "train"), ("validation", "val")):
         if (images / folder).is_dir():
-            split_records, split_orphans = _pair_records(root, images / folder,
-                                                         _require_dir(annotations / folder, "ade20k layout"), split)
+            split_records, split_orphans, _ = _pair_records(root, images / folder,
+                                                            _require_dir(annotations / folder, "ade20k layout"), split)
             records += split_records
             orphans += split_orphans
-    classes = [f"ade_{i:03d}" for i in range(1, 151)]
-    names_file = base / "objectInfo150.csv"
-    if names_file.exists():
-        rows = names_file.read_text().splitlines()[1:]
-        classes = [row.rsplit(",", 1)[-1].split(";")[0].strip() for row in rows][:150] or classes
-    return SourceLayout("ade20k", root, classes, _lut({0: IGNORE_INDEX} | {i: i - 1 for i in range(1, 151)}),
+    return SourceLayout("ade20k", root, ade20k_classes(root), _lut({0: IGNORE_INDEX} | {i: i - 1 for i in range(1, 151)}),
                         records, orphans)
 
 
@@ -258,8 +331,8 @@ def read_camvid(root: str | Path) -> SourceLayout:
     orphans: list[str] = []
     for split in ("train", "val", "test"):
         if (root / split).is_dir():
-            split_records, split_orphans = _pair_records(root, root / split,
-                                                         _require_dir(root / f"{split}annot", "camvid layout"), split)
+            split_records, split_orphans, _ = _pair_records(root, root / split,
+                                                            _require_dir(root / f"{split}annot", "camvid layout"), split)
             records += split_records
             orphans += split_orphans
     if not records:

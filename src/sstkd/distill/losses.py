@@ -43,11 +43,17 @@ class CrossEntropyLoss(nn.Module):
 
     def _single(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
-        if not self.ohem:
-            return F.cross_entropy(logits, masks, weight=self.class_weights, ignore_index=IGNORE_INDEX)
         per_pixel = F.cross_entropy(logits, masks, weight=self.class_weights, ignore_index=IGNORE_INDEX,
                                     reduction="none").flatten()
         valid = (masks != IGNORE_INDEX).flatten()
+        if not self.ohem:
+            # F.cross_entropy's "mean" divides by the (weighted) count of valid pixels: 0/0 = NaN for a crop
+            # that is all ignore (ADE20K's "other"). Such a batch contributes exactly 0, with a zero gradient
+            # that still reaches the logits (DDP and backward need the graph); otherwise identical to "mean".
+            weights = valid.to(per_pixel.dtype)
+            if self.class_weights is not None:
+                weights = weights * self.class_weights[masks.flatten().clamp_max(len(self.class_weights) - 1)]
+            return per_pixel.sum() / weights.sum().clamp_min(torch.finfo(per_pixel.dtype).tiny)
         with torch.no_grad():
             target_prob = torch.exp(-per_pixel)
             target_prob = torch.where(valid, target_prob, torch.ones_like(target_prob))

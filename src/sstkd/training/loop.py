@@ -7,7 +7,8 @@
 * Every epoch a checkpoint (model, optimisers, scheduler, critic, epoch, RNG states, history) is written
   atomically; an interrupted run started again resumes from it and ends with the same result, because all
   randomness of epoch ``e`` derives from ``(seed, e)``.
-* A non-finite loss stops the run with an error naming the term and the step; the last good checkpoint stays.
+* A non-finite loss stops the run with an error naming the term and the step, and this configuration's last good
+  checkpoint (with its epoch) if there is one; a ``last.pt`` of another configuration is said to be one.
 * Under ``torch.distributed`` (torchrun / elastic launch) it is data-parallel: DistributedSampler, DDP, optional
   SyncBatchNorm; rank 0 alone logs, checkpoints and calls the callbacks.
 """
@@ -161,6 +162,20 @@ def _rng_state(device: torch.device) -> dict:
     return state
 
 
+def _checkpoint_note(last_path: Path | None, fingerprint: str, foreign: bool) -> str:
+    """Which checkpoint a user can go back to after a failure: only one written by this configuration counts."""
+    if last_path is None:
+        return "No checkpoint was kept (no checkpoint_dir)."
+    if last_path.exists() and not foreign:
+        state = load_checkpoint(last_path, map_location="cpu")
+        if state.get("fingerprint") == fingerprint:
+            return f"The last good checkpoint of this configuration is {last_path} (after epoch {state['epoch'] + 1})."
+    note = f"No checkpoint of this configuration exists in {last_path.parent}"
+    if foreign:
+        note += f"; {last_path} belongs to another configuration and was not resumed"
+    return note + "."
+
+
 def train_segmenter(
     student: nn.Module,
     criterion: DistillationCriterion,
@@ -226,8 +241,10 @@ def train_segmenter(
     best_miou, best_epoch, best_state = -math.inf, -1, None
     start_epoch, resumed_from = 0, None
     last_path = Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None
+    foreign_checkpoint = False  # a last.pt of another configuration: neither resumed nor "the last good one"
     if last_path is not None and last_path.exists():
         state = load_checkpoint(last_path, map_location="cpu")
+        foreign_checkpoint = state.get("fingerprint") != fingerprint
         if state.get("fingerprint") == fingerprint and state.get("epoch", -1) + 1 <= config.epochs:
             student.load_state_dict(state["model"])
             criterion.load_state_dict(state["criterion"])
@@ -305,7 +322,7 @@ def train_segmenter(
                     term = term_names[int((bad >= 0).nonzero()[0])]
                     raise NonFiniteLossError(
                         f"{name}: loss term '{term}' became non-finite at step {int(bad.max())} (epoch {epoch + 1}); "
-                        f"stopped. The last good checkpoint is {last_path or '(none: no checkpoint_dir)'}")
+                        f"stopped. {_checkpoint_note(last_path, fingerprint, foreign_checkpoint)}")
             if main and config.progress and ((step + 1) % config.log_every == 0 or step + 1 == steps_per_epoch):
                 means = (running / max(step + 1, 1) / config.accumulate_steps).tolist()
                 rate = seen * dist_utils.world_size() / (time.perf_counter() - started)
@@ -329,6 +346,7 @@ def train_segmenter(
             log.info("%s epoch %d/%d: loss %.4f, val mIoU %.4f, %.1f img/s", name, epoch + 1, config.epochs,
                      means[0], val["miou"], record["images_per_second"])
             if last_path is not None:
+                foreign_checkpoint = False
                 atomic_save({
                     "fingerprint": fingerprint, "epoch": epoch, "model": student.state_dict(),
                     "criterion": criterion.state_dict(), "optimizer": optimizer.state_dict(),
