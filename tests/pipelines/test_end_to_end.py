@@ -169,7 +169,10 @@ def test_data_stages_through_the_kedro_session_api(tmp_path, monkeypatch):
             shutil.copytree(ROOT / item, tmp_path / item, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(ROOT / item, tmp_path / item)
-    monkeypatch.setenv("KEDRO_ENV", "tiny")
+    from sstkd import pipeline_registry
+
+    # The session hands its parameters to the registry; forget them after this test (other tests follow in-process).
+    monkeypatch.setattr(pipeline_registry, "_run_parameters", None)
     monkeypatch.chdir(tmp_path)
     bootstrap_project(tmp_path)
     with KedroSession.create(project_path=tmp_path, env="tiny") as session:
