@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -49,6 +49,7 @@ class SyntheticParams(_Strict):
     max_regions: int = Field(7, ge=1)
     boundary_warp: float = Field(10.0, ge=0)
     sensor_noise: float = Field(0.02, ge=0)
+    family: Literal["mosaics", "dead_leaves"] = "mosaics"
 
 
 class IngestionParams(_Strict):

@@ -1,4 +1,5 @@
 import hashlib
+import json
 
 import numpy as np
 import pytest
@@ -150,3 +151,30 @@ def test_the_generator_replaces_its_own_output_and_marks_it(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert write_texture_mosaics(MosaicSpec(seed=1, image_size=32, splits={"train": 1}), empty) is True
+
+
+def test_dead_leaves_are_a_second_deterministic_family_with_all_its_classes(tmp_path):
+    from sstkd.data.dead_leaves import LEAF_CLASSES, leaf_texture
+
+    spec = MosaicSpec(seed=4, image_size=64, splits={"train": 3}, family="dead_leaves")
+    assert spec.classes == LEAF_CLASSES and spec.fingerprint() != MosaicSpec(seed=4, image_size=64).fingerprint()
+    first, again = render_mosaic(spec, 1), render_mosaic(spec, 1)
+    np.testing.assert_array_equal(first[0], again[0])
+    counts = np.zeros(len(LEAF_CLASSES))
+    for index in range(60):
+        counts += np.bincount(render_mosaic(spec, index)[1].ravel(), minlength=len(LEAF_CLASSES))
+    assert (counts > 0).all() and counts.max() < 4 * counts.min()
+    for name in LEAF_CLASSES:
+        texture = leaf_texture(name, np.random.default_rng(0), 64)
+        assert abs(texture.mean()) < 1e-6 and abs(texture.std() - 1) < 1e-6, name
+    write_texture_mosaics(spec, tmp_path / "leaves")
+    meta = json.loads((tmp_path / "leaves" / "classes.json").read_text())
+    assert meta["classes"] == list(LEAF_CLASSES) and meta["hflip_safe"] is True  # random orientations: flips safe
+
+
+def test_dead_leaves_contrast_is_lower_than_the_mosaics():
+    def mean_local_contrast(spec):  # mean neighbour difference: texture contrast (region edges are sparse)
+        return np.mean([np.abs(np.diff(render_mosaic(spec, i)[0].astype(float), axis=1)).mean() for i in range(20)])
+
+    leaves = MosaicSpec(seed=0, image_size=64, family="dead_leaves")
+    assert mean_local_contrast(leaves) < mean_local_contrast(MosaicSpec(seed=0, image_size=64))

@@ -32,10 +32,12 @@ import numpy as np
 from PIL import Image
 
 from sstkd.atomic import replaced_directory
+from sstkd.data.dead_leaves import LEAF_CLASSES, render_dead_leaves
 
 STRUCTURAL_CLASSES = ("stripes_0", "stripes_45", "stripes_90", "stripes_135", "crosshatch")
 STATISTICAL_CLASSES = ("gaussian_grain", "binary_grain", "coarse_grain", "sparse_speckle", "faint_smooth")
 TEXTURE_CLASSES = STRUCTURAL_CLASSES + STATISTICAL_CLASSES
+FAMILY_CLASSES = {"mosaics": TEXTURE_CLASSES, "dead_leaves": LEAF_CLASSES}
 IGNORE_INDEX = 255
 
 
@@ -50,8 +52,11 @@ class MosaicSpec:
     max_regions: int = 7
     boundary_warp: float = 10.0
     sensor_noise: float = 0.02
+    family: str = "mosaics"  # or "dead_leaves" (sstkd.data.dead_leaves): another family of shapes and textures
 
     def __post_init__(self) -> None:
+        if self.family not in FAMILY_CLASSES:
+            raise ValueError(f"synthetic.family must be one of {sorted(FAMILY_CLASSES)}, got {self.family!r}")
         if self.image_size < 16:
             raise ValueError(f"synthetic.image_size must be >= 16, got {self.image_size}")
         if not 1 <= self.min_regions <= self.max_regions:
@@ -62,9 +67,16 @@ class MosaicSpec:
             if int(count) < 1:
                 raise ValueError(f"synthetic.splits.{split} must be >= 1, got {count}")
 
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return FAMILY_CLASSES[self.family]
+
     def fingerprint(self) -> str:
         """A short hash of the spec: the dataset on disk is regenerated only when it changes."""
-        payload = json.dumps({"spec": asdict(self), "classes": TEXTURE_CLASSES, "version": 1}, sort_keys=True)
+        spec = asdict(self)
+        if self.family == "mosaics":
+            del spec["family"]  # the mosaics keep the fingerprint they had before a second family existed
+        payload = json.dumps({"spec": spec, "classes": list(self.classes), "version": 1}, sort_keys=True)
         return hashlib.sha1(payload.encode()).hexdigest()[:16]
 
 
@@ -124,9 +136,13 @@ def render_mosaic(spec: MosaicSpec, index: int) -> tuple[np.ndarray, np.ndarray]
     """Render sample ``index`` of ``spec``: an ``(S, S, 3)`` uint8 image and an ``(S, S)`` uint8 class mask.
 
     The sample depends only on ``(spec.seed, index)``, so any subset can be regenerated independently.
+    ``spec.family == "dead_leaves"`` renders a dead-leaves scene instead (:mod:`sstkd.data.dead_leaves`).
     """
     rng = np.random.default_rng([spec.seed, index])
     size = spec.image_size
+    if spec.family == "dead_leaves":
+        return render_dead_leaves(rng, size, spec.min_regions, spec.max_regions, spec.boundary_warp,
+                                  spec.sensor_noise)
     regions = _region_map(rng, spec)
     image = np.zeros((size, size, 3), dtype=np.float64)
     mask = np.zeros((size, size), dtype=np.uint8)
@@ -232,15 +248,13 @@ def write_texture_mosaics(
                     progress(done, total)
             (staging / "splits" / f"{split}.txt").write_text("\n".join(split_id_list) + "\n")
         generator = {"name": "texture_mosaics", "fingerprint": spec.fingerprint(), "spec": asdict(spec)}
-        meta = {
-            "classes": list(TEXTURE_CLASSES),
-            "structural_classes": list(STRUCTURAL_CLASSES),
-            "statistical_classes": list(STATISTICAL_CLASSES),
-            "ignore_index": IGNORE_INDEX,
-            # A horizontal mirror turns stripes_45 into stripes_135: flip augmentation would mislabel them.
-            "hflip_safe": False,
-            "generator": generator,
-        }
+        meta = {"classes": list(spec.classes), "ignore_index": IGNORE_INDEX, "generator": generator}
+        if spec.family == "mosaics":
+            meta |= {"structural_classes": list(STRUCTURAL_CLASSES), "statistical_classes": list(STATISTICAL_CLASSES),
+                     # A horizontal mirror turns stripes_45 into stripes_135: flip augmentation would mislabel them.
+                     "hflip_safe": False}
+        else:
+            meta["hflip_safe"] = True  # every dead-leaves texture is drawn at a random orientation
         (staging / "classes.json").write_text(json.dumps(meta, indent=2) + "\n")
         (staging / GENERATED_MARKER).write_text(json.dumps(generator, indent=2) + "\n")
     return True
