@@ -28,6 +28,7 @@ def output(result: subprocess.CompletedProcess) -> str:
 
 def copy_project(path: Path) -> Path:
     """A copy of the project's code and configuration (a git repository, as users have it), with empty data/."""
+    path.mkdir(parents=True, exist_ok=True)
     for item in ("conf", "src", "pyproject.toml", ".telemetry", "dvc.yaml"):
         source = ROOT / item
         if source.is_dir():

@@ -253,3 +253,13 @@ def test_a_second_run_is_refused_and_a_killed_run_is_marked_failed(project):
     assert _mlflow_runs(project)[running[0]] == "RUNNING"  # killed: nobody closed it
     _run(project, "run", "--env", "tiny", "--pipelines", "ingestion")  # the lock died with its holder
     assert _mlflow_runs(project)[running[0]] == "FAILED"
+
+
+def test_the_second_builtin_dataset_runs_the_whole_study(tmp_path):
+    project = copy_project(tmp_path / "project")
+    _run(project, "run", "--env", "tiny", "--params", "synthetic.family=dead_leaves")
+    info = json.loads((project / "data/02_intermediate/dataset_info.json").read_text())
+    assert info["num_classes"] == 8 and info["classes"][0] == "checkerboard" and info["hflip_safe"] is True
+    report = pd.read_csv(project / "data/08_reporting/report.csv")
+    assert list(report["model"]) == ["teacher", "baseline", "pixel_kd", "sstkd"]
+    assert report["miou"].between(0, 100).all()
