@@ -1,0 +1,84 @@
+"""Statistics of a multi-seed study: intervals over seeds and paired comparisons between methods.
+
+Seeds pair the runs: the same seed gives every method the same data order, augmentation and initialisation, so
+the difference of two methods *within* a seed removes most of the seed-to-seed spread. The interval of a mean
+is Student's t over seeds (no normal approximation: studies have 3 to 10 seeds), the paired comparison is a
+paired t interval on the per-seed differences. One seed gives a point and no interval, and says so.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from scipy import stats as _stats
+
+
+@dataclass(frozen=True)
+class Interval:
+    """``mean`` of ``n`` values with sample ``std`` and a two-sided ``confidence`` interval ``[low, high]``."""
+
+    mean: float
+    std: float
+    low: float
+    high: float
+    n: int
+    confidence: float = 0.95
+
+    @property
+    def half_width(self) -> float:
+        return (self.high - self.low) / 2
+
+    def __str__(self) -> str:
+        if self.n < 2:
+            return f"{self.mean:.2f} (1 seed: no interval)"
+        return f"{self.mean:.2f} ± {self.std:.2f} [{self.low:.2f}, {self.high:.2f}]"
+
+
+def mean_interval(values: list[float], confidence: float = 0.95) -> Interval:
+    """Mean, sample standard deviation and Student-t interval of ``values`` (NaN bounds for one value)."""
+    if not values:
+        raise ValueError("mean_interval needs at least one value")
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return Interval(mean, math.nan, math.nan, math.nan, n, confidence)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = _stats.t.ppf(0.5 + confidence / 2, n - 1) * std / math.sqrt(n)
+    return Interval(mean, std, mean - half, mean + half, n, confidence)
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """``method − reference`` over the seeds both ran: the paired-t interval and what it allows one to say."""
+
+    method: str
+    reference: str
+    difference: Interval
+    seeds: tuple[int, ...]
+
+    @property
+    def verdict(self) -> str:
+        if self.difference.n < 2:
+            return "one seed: no verdict"
+        if self.difference.low > 0:
+            return "better"
+        if self.difference.high < 0:
+            return "worse"
+        return "no detectable difference"
+
+
+def paired_comparison(method: str, reference: str, by_seed: dict[str, dict[int, float]],
+                      confidence: float = 0.95) -> PairedComparison:
+    """Compare ``method`` with ``reference`` on the seeds both have in ``by_seed[name][seed]``."""
+    seeds = tuple(sorted(set(by_seed[method]) & set(by_seed[reference])))
+    if not seeds:
+        raise ValueError(f"{method} and {reference} share no seed: a paired comparison needs the same seeds")
+    differences = [by_seed[method][s] - by_seed[reference][s] for s in seeds]
+    return PairedComparison(method, reference, mean_interval(differences, confidence), seeds)
+
+
+def gap_recovered(method: float, baseline: float, teacher: float) -> float:
+    """The share of the teacher–baseline gap a student closes: ``(method − baseline) / (teacher − baseline)``."""
+    gap = teacher - baseline
+    return math.nan if gap == 0 else (method - baseline) / gap
