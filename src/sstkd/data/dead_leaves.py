@@ -17,15 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from sstkd.data.noise import smooth_noise
+
 LEAF_CLASSES = ("checkerboard", "dot_lattice", "rings", "herringbone", "bricks", "marble", "cellular", "pink_noise")
-
-
-def _smooth(rng: np.random.Generator, size: int, sigma: float) -> np.ndarray:
-    noise = rng.standard_normal((size, size))
-    freqs = np.fft.fftfreq(size)
-    radius2 = freqs[:, None] ** 2 + freqs[None, :] ** 2
-    smoothed = np.real(np.fft.ifft2(np.fft.fft2(noise) * np.exp(-2 * (np.pi * sigma) ** 2 * radius2)))
-    return (smoothed - smoothed.mean()) / (smoothed.std() + 1e-8)
 
 
 def _rotated_grid(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -68,7 +62,7 @@ def leaf_texture(name: str, rng: np.random.Generator, size: int) -> np.ndarray:
         mortar = (np.abs(v / height - row - 0.5) > 0.38) | (np.abs(along - np.floor(along) - 0.5) > 0.44)
         return _standardised(np.where(mortar, -1.0, 1.0))
     if name == "marble":
-        turbulence = _smooth(rng, size, rng.uniform(3, 6))
+        turbulence = smooth_noise(rng, size, rng.uniform(3, 6))
         return _standardised(np.sin(2 * np.pi * u / rng.uniform(10, 16) + 2.5 * turbulence))
     if name == "cellular":
         count = max(4, int(size * size / rng.uniform(60, 120)))
@@ -99,15 +93,15 @@ def _leaf_shape(rng: np.random.Generator, size: int, yy: np.ndarray, xx: np.ndar
         return a**2 + b**2 <= 1
     if kind == 1:
         return (np.abs(a) <= 1) & (np.abs(b) <= 1)
-    return a**2 + b**2 + 0.6 * _smooth(rng, size, size / 10) <= 1
+    return a**2 + b**2 + 0.6 * smooth_noise(rng, size, size / 10) <= 1
 
 
 def render_dead_leaves(rng: np.random.Generator, size: int, min_leaves: int, max_leaves: int,
                        boundary_warp: float, sensor_noise: float) -> tuple[np.ndarray, np.ndarray]:
     """One scene: an ``(S, S, 3)`` uint8 image and an ``(S, S)`` uint8 class mask."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
-    yy = yy + 0.5 * boundary_warp * _smooth(rng, size, size / 8)
-    xx = xx + 0.5 * boundary_warp * _smooth(rng, size, size / 8)
+    yy = yy + 0.5 * boundary_warp * smooth_noise(rng, size, size / 8)
+    xx = xx + 0.5 * boundary_warp * smooth_noise(rng, size, size / 8)
     image = np.zeros((size, size, 3), dtype=np.float64)
     mask = np.zeros((size, size), dtype=np.uint8)
     leaves = [np.ones((size, size), dtype=bool)]  # the ground: the first leaf covers everything

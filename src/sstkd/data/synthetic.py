@@ -33,6 +33,7 @@ from PIL import Image
 
 from sstkd.atomic import replaced_directory
 from sstkd.data.dead_leaves import LEAF_CLASSES, render_dead_leaves
+from sstkd.data.noise import smooth_noise
 
 STRUCTURAL_CLASSES = ("stripes_0", "stripes_45", "stripes_90", "stripes_135", "crosshatch")
 STATISTICAL_CLASSES = ("gaussian_grain", "binary_grain", "coarse_grain", "sparse_speckle", "faint_smooth")
@@ -80,15 +81,6 @@ class MosaicSpec:
         return hashlib.sha1(payload.encode()).hexdigest()[:16]
 
 
-def _smooth_noise(rng: np.random.Generator, size: int, sigma: float) -> np.ndarray:
-    """White noise low-passed by a Gaussian of width ``sigma`` pixels (via FFT), scaled to unit std."""
-    noise = rng.standard_normal((size, size))
-    freqs = np.fft.fftfreq(size)
-    radius2 = freqs[:, None] ** 2 + freqs[None, :] ** 2
-    smoothed = np.real(np.fft.ifft2(np.fft.fft2(noise) * np.exp(-2 * (np.pi * sigma) ** 2 * radius2)))
-    return (smoothed - smoothed.mean()) / (smoothed.std() + 1e-8)
-
-
 def _grating(rng: np.random.Generator, size: int, angle_deg: float) -> np.ndarray:
     """A sinusoid whose wave vector points at ``angle_deg`` (jittered by ±8°), period 5–8 pixels."""
     angle = np.deg2rad(angle_deg + rng.uniform(-8, 8))
@@ -106,17 +98,17 @@ def _texture_field(name: str, rng: np.random.Generator, size: int) -> np.ndarray
     if name == "crosshatch":
         return 0.5 * (_grating(rng, size, 0.0) + _grating(rng, size, 90.0))
     if name == "gaussian_grain":
-        return np.clip(_smooth_noise(rng, size, 0.7), -2.5, 2.5) / 1.6
+        return np.clip(smooth_noise(rng, size, 0.7), -2.5, 2.5) / 1.6
     if name == "binary_grain":
         # Same grain (correlation length) and variance as gaussian_grain, but a two-valued distribution.
-        return np.sign(_smooth_noise(rng, size, 0.7)) / 1.6
+        return np.sign(smooth_noise(rng, size, 0.7)) / 1.6
     if name == "coarse_grain":
-        return np.clip(_smooth_noise(rng, size, 3.0), -2.5, 2.5) / 1.6
+        return np.clip(smooth_noise(rng, size, 3.0), -2.5, 2.5) / 1.6
     if name == "sparse_speckle":
         dots = (rng.random((size, size)) < 0.06).astype(np.float64)
         return 2.0 * (dots - dots.mean())
     if name == "faint_smooth":
-        return 0.25 * np.clip(_smooth_noise(rng, size, 6.0), -2.5, 2.5)
+        return 0.25 * np.clip(smooth_noise(rng, size, 6.0), -2.5, 2.5)
     raise KeyError(f"unknown texture class {name!r}; known: {TEXTURE_CLASSES}")
 
 
@@ -126,8 +118,8 @@ def _region_map(rng: np.random.Generator, spec: MosaicSpec) -> np.ndarray:
     seeds = rng.uniform(0, size, (n_regions, 2))
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
     warp_sigma = size / 8
-    yy = yy + spec.boundary_warp * _smooth_noise(rng, size, warp_sigma)
-    xx = xx + spec.boundary_warp * _smooth_noise(rng, size, warp_sigma)
+    yy = yy + spec.boundary_warp * smooth_noise(rng, size, warp_sigma)
+    xx = xx + spec.boundary_warp * smooth_noise(rng, size, warp_sigma)
     dist2 = (yy[None] - seeds[:, 0, None, None]) ** 2 + (xx[None] - seeds[:, 1, None, None]) ** 2
     return dist2.argmin(axis=0)
 
