@@ -100,3 +100,17 @@ def test_csv_and_json_round_trip_and_figures_are_written(tmp_path):
     axis.plot([0, 1])
     FigureDataset(str(tmp_path / "f.png")).save(figure)
     assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_cache_writer_never_replaces_a_folder_it_did_not_write(tmp_path):
+    thesis = tmp_path / "big_disk" / "thesis.tex"
+    thesis.parent.mkdir()
+    thesis.write_text("three years of work")
+    dataset = ArrayCacheDataset(str(thesis.parent))  # a user moved training_cache onto an occupied folder
+    with pytest.raises(DatasetError, match=r"refusing to replace .*big_disk: it is not empty \(thesis.tex"):
+        dataset.save(ArrayCache({"train": {"images": np.zeros((1, 2, 2, 3), np.uint8)}}, source_fingerprint="x"))
+    assert thesis.read_text() == "three years of work"
+    cache = ArrayCacheDataset(str(tmp_path / "cache"))  # its own cache it replaces, as before
+    for fingerprint in ("a", "b"):
+        cache.save(ArrayCache({"train": {"images": np.zeros((1, 2, 2, 3), np.uint8)}}, source_fingerprint=fingerprint))
+    assert cache.load().source_fingerprint == "b"

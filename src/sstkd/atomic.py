@@ -22,6 +22,10 @@ class DiskFullError(OSError):
     """The disk (or quota) filled up while writing an artifact; the previous version was kept."""
 
 
+class ForeignFolderError(FileExistsError):
+    """A writer was pointed at a folder that holds files it did not write; nothing was touched."""
+
+
 def _default_permissions(path: Path, directory: bool) -> None:
     # mkstemp/mkdtemp create 0600/0700 entries; a published artifact gets the permissions a plain
     # open()/mkdir() would have given it (0666/0777 less the umask), so other users and tools can read it.
@@ -54,7 +58,8 @@ def reporting_full_disk(target: str | Path) -> Iterator[None]:
         yield
     except (OSError, RuntimeError) as error:
         # numpy reports a short write ("N requested and M written") with no errno: ask the file system.
-        if _is_disk_full(error) or (isinstance(error, OSError) and _free_bytes(Path(target).parent) < 1 << 20):
+        short_write = isinstance(error, OSError) and error.errno is None
+        if _is_disk_full(error) or (short_write and _free_bytes(Path(target).parent) < 1 << 20):
             raise DiskFullError(errno.ENOSPC, f"disk full while writing {target}; the previous version (if any) "
                                               f"was kept. Free some space and run again") from error
         raise
@@ -89,12 +94,19 @@ def write_bytes_atomically(target: str | Path, data: bytes) -> None:
 
 
 @contextmanager
-def replaced_directory(target: str | Path) -> Iterator[Path]:
+def replaced_directory(target: str | Path, owner_file: str | None = None) -> Iterator[Path]:
     """Yield an empty staging folder beside ``target``; on success it replaces ``target`` by renames.
 
-    On any exception the staging folder is removed and ``target`` is left as it was.
+    On any exception the staging folder is removed and ``target`` is left as it was. With ``owner_file``, a
+    non-empty ``target`` that lacks that file (the writer's own record) is someone else's folder: it raises
+    :class:`ForeignFolderError` before anything is written, so a misconfigured path never deletes a user's files.
     """
     target = Path(target)
+    if owner_file and target.is_dir() and any(target.iterdir()) and not (target / owner_file).is_file():
+        found = ", ".join(sorted(p.name for p in target.iterdir())[:3])
+        raise ForeignFolderError(f"refusing to replace {target}: it is not empty ({found}, ...) and holds no "
+                                 f"{owner_file}, so this project did not write it. Point the entry at a new or "
+                                 f"empty folder.")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:

@@ -32,7 +32,10 @@ class LineageHooks:
     def __init__(self) -> None:
         self.env = "local"
         self._context = None
-        self._lock: ProjectLock | None = None
+        self._parameters: dict = {}
+        # One lock per project for the life of the process: a notebook that runs again after an interrupted run
+        # (KeyboardInterrupt skips on_pipeline_error) still holds it, and must not be refused by itself.
+        self._locks: dict[Path, ProjectLock] = {}
 
     @hook_impl(tryfirst=True)
     def after_context_created(self, context) -> None:
@@ -51,18 +54,23 @@ class LineageHooks:
             torch.set_num_threads(max(1, os.cpu_count() or 1))
         self.env = context.env or "local"
         self._context = context
+        self._parameters = parameters
 
     @hook_impl(tryfirst=True)
     def before_pipeline_run(self, run_params: dict, pipeline, catalog) -> None:
-        """Before kedro-mlflow opens the run's MLflow run: refuse a second concurrent run, check the data root,
-        close the MLflow runs of runs that were killed."""
+        """Before kedro-mlflow opens the run's MLflow run: check the data root, refuse a second concurrent run,
+        close the MLflow runs of this project's runs that were killed."""
         if self._context is not None:
-            _check_dataset_root_is_used(self._context)
-        self._lock = ProjectLock(Path(run_params.get("project_path") or ".") / LOCK_FILE)
-        self._lock.acquire(_describe(run_params))
-        for run_id in tracking.fail_abandoned_runs():
-            log.warning("MLflow run %s was still RUNNING from a run that ended without closing it (killed?): "
-                        "marked FAILED", run_id)
+            _check_dataset_root_is_used(self._context, self._parameters)
+        project = Path(run_params.get("project_path") or ".").resolve()
+        if str((self._parameters.get("training") or {}).get("nnodes", "1")) != "1":
+            # Every node runs the same command, often on a shared file system: a lock would refuse node 2.
+            log.info("multi-node training: the project's run lock is not taken")
+        else:
+            self._locks.setdefault(project, ProjectLock(project / LOCK_FILE)).acquire(_describe(run_params))
+        for run_id in tracking.fail_abandoned_runs(project):
+            log.warning("MLflow run %s was still RUNNING from a run of this project whose process is gone "
+                        "(killed?): marked FAILED", run_id)
 
     @hook_impl
     def after_pipeline_run(self) -> None:
@@ -73,9 +81,8 @@ class LineageHooks:
         self._release()
 
     def _release(self) -> None:
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+        for lock in self._locks.values():
+            lock.release()
 
 
 class RunTagHooks:
@@ -92,6 +99,7 @@ class RunTagHooks:
             "kedro.pipeline": run_params.get("pipeline_names") or run_params.get("pipeline_name") or "__default__",
             "kedro.env": run_params.get("env") or self._lineage.env,
             "kedro.session_id": run_params.get("session_id", ""),
+            **tracking.process_tags(Path(run_params.get("project_path") or ".").resolve()),
         })
 
 
@@ -100,14 +108,20 @@ def _describe(run_params: dict) -> str:
     return f"kedro run --env {run_params.get('env') or 'local'} --pipelines {','.join(pipelines)}"
 
 
-def _check_dataset_root_is_used(context) -> None:
-    """``--params dataset_root=...`` must be read by the env's raw_dataset, or it would be silently ignored."""
+def _check_dataset_root_is_used(context, parameters: dict) -> None:
+    """A dataset root must be read by the env's raw_dataset, or the run would silently train on other data."""
     runtime = context._runtime_params or {}
-    if "dataset_root" not in runtime:
-        return
     path = str((context.config_loader["catalog"].get("raw_dataset") or {}).get("path", ""))
-    if path != str(runtime["dataset_root"]):
+    env = context.env or "local"
+    if "dataset_root" in parameters and "dataset_root" not in runtime:
+        raise ValueError("dataset_root is set in a parameters file, where the catalog cannot read it: give it on "
+                         "the command line (--params dataset_root=/path) or as SSTKD_DATASET_ROOT")
+    if "dataset_root" in runtime and path != str(runtime["dataset_root"]):
         raise ValueError(
-            f"dataset_root={runtime['dataset_root']} is not used by the '{context.env or 'local'}' environment, whose "
-            f"raw_dataset is {path or 'undefined'} (the embedded texture mosaics take no dataset_root). Choose a "
-            f"dataset env: --env cityscapes|voc|ade20k|generic.")
+            f"dataset_root={runtime['dataset_root']} is not used by the '{env}' environment, whose raw_dataset "
+            f"is {path or 'undefined'} (the embedded texture mosaics take no dataset_root). Choose a dataset "
+            f"env: --env cityscapes|voc|ade20k|generic.")
+    variable = os.environ.get("SSTKD_DATASET_ROOT")
+    if variable and path != variable:
+        log.warning("SSTKD_DATASET_ROOT=%s is set but the '%s' environment does not read it: this run uses %s",
+                    variable, env, path)

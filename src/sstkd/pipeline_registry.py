@@ -33,12 +33,16 @@ def use_run_parameters(parameters: dict) -> None:
 
 
 def methods_to_run(parameters: dict) -> list[str]:
-    """``distillation.run`` of ``parameters``, checked against ``distillation.methods``."""
+    """``distillation.run`` of ``parameters``, checked against ``distillation.methods``.
+
+    An entry may join several names with ``+`` (``--params "distillation.run=[baseline+cwd]"``): Kedro splits
+    ``--params`` at commas, so a list of several names cannot be written there with commas.
+    """
     distill = parameters.get("distillation") or {}
     methods = distill.get("run", DEFAULT_METHODS)
     if isinstance(methods, str):
         methods = [methods]
-    methods = list(methods)
+    methods = [name.strip() for entry in methods for name in str(entry).split("+") if name.strip()]
     known = distill.get("methods") or {}
     unknown = [m for m in methods if m not in known]
     if unknown:

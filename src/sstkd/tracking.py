@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,18 +46,36 @@ def dvc_hashes(root: str | Path = ".") -> dict[str, str]:
     return hashes
 
 
-def fail_abandoned_runs(experiment: str = "sstkd") -> list[str]:
-    """Mark FAILED the runs of ``experiment`` still RUNNING in the store; return their ids.
+def process_tags(project: Path) -> dict[str, str]:
+    """Who owns a run: host, process and project folder (so a later start can tell a dead run from a live one)."""
+    return {"sstkd.host": socket.gethostname(), "sstkd.pid": str(os.getpid()), "sstkd.project": str(project)}
 
-    Call it only while holding the project's run lock: then no other run of this project is alive, and a
-    RUNNING run belongs to a process that died without closing it (SIGKILL, power loss).
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_abandoned_runs(project: Path) -> list[str]:
+    """Mark FAILED the RUNNING runs of this project (same host and folder) whose process is gone; their ids.
+
+    Runs of other clones, other users of a shared store, or live processes are never touched.
     """
     client = mlflow.MlflowClient()
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
         return []
-    stale = client.search_runs([found.experiment_id], filter_string="attributes.status = 'RUNNING'",
-                               max_results=1000)
+    mine = (f"attributes.status = 'RUNNING' and tags.`sstkd.project` = '{project}' "
+            f"and tags.`sstkd.host` = '{socket.gethostname()}'")
+    stale = [run for run in client.search_runs(experiments, filter_string=mine, max_results=1000)
+             if not _alive(int(run.data.tags.get("sstkd.pid") or 0))]
     for run in stale:
         client.set_tag(run.info.run_id, "sstkd.failure", "the process ended without closing this run (killed?)")
         client.set_terminated(run.info.run_id, status="FAILED")
@@ -77,8 +97,10 @@ def nested_run(name: str, tags: dict[str, str] | None = None):
     if not active():
         yield None
         return
+    parent = mlflow.get_run(mlflow.active_run().info.run_id).data.tags
+    owner = {k: v for k, v in parent.items() if k in ("sstkd.host", "sstkd.pid", "sstkd.project")}
     with mlflow.start_run(run_name=name, nested=True) as run:
-        mlflow.set_tags({"mlflow.runName": name, **{k: str(v) for k, v in (tags or {}).items()}})
+        mlflow.set_tags({"mlflow.runName": name, **owner, **{k: str(v) for k, v in (tags or {}).items()}})
         yield run.info.run_id
 
 

@@ -137,6 +137,25 @@ def test_the_generator_never_writes_into_a_users_dataset(tmp_path):
     with pytest.raises(ForeignDataError, match="images/my_photo.jpg"):
         write_texture_mosaics(MosaicSpec(seed=2, image_size=32, splits={"train": 2}), ours)
     assert (ours / "images" / "my_photo.jpg").exists()
+    # A generated-looking name the recorded spec did not produce (it made train_00000..00001) is foreign too.
+    (ours / "images" / "my_photo.jpg").unlink()
+    (ours / "images" / "train_00500.png").write_bytes(b"x")
+    with pytest.raises(ForeignDataError, match="images/train_00500.png"):
+        write_texture_mosaics(MosaicSpec(seed=2, image_size=32, splits={"train": 2}), ours)
+
+
+def test_a_users_folder_that_copied_the_mosaics_classes_json_is_still_refused(tmp_path):
+    from sstkd.data.synthetic import ForeignDataError
+
+    template = tmp_path / "template"
+    write_texture_mosaics(MosaicSpec(seed=1, image_size=32, splits={"train": 2}), template)
+    user = tmp_path / "user"
+    (user / "images").mkdir(parents=True)
+    (user / "classes.json").write_text((template / "classes.json").read_text())  # started from our template
+    (user / "images" / "field_00000.png").write_bytes(b"user data")
+    with pytest.raises(ForeignDataError, match="images/field_00000.png"):
+        write_texture_mosaics(MosaicSpec(seed=2, image_size=32, splits={"train": 2}), user)
+    assert (user / "images" / "field_00000.png").read_bytes() == b"user data"
 
 
 def test_the_generator_replaces_its_own_output_and_marks_it(tmp_path):

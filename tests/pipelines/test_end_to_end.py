@@ -199,8 +199,8 @@ def test_kedro_run_env_trains_exactly_the_envs_methods(project):
 def test_params_on_the_command_line_choose_the_methods(project):
     before = (project / "data/06_models/students/baseline.pt").stat().st_mtime_ns
     log = output(_run(project, "run", "--env", "tiny", "--pipelines", "distillation",
-                      "--params", "distillation.run=[skd]"))
-    assert "skd.train_student" in log and "baseline.train_student" not in log
+                      "--params", "distillation.run=[skd+cwd]"))  # Kedro splits --params at commas: `+` joins
+    assert "skd.train_student" in log and "cwd.train_student" in log and "baseline.train_student" not in log
     assert (project / "data/06_models/students/skd.pt").is_file()
     assert (project / "data/06_models/students/baseline.pt").stat().st_mtime_ns == before
 

@@ -9,7 +9,7 @@ import time
 import pandas as pd
 import pytest
 
-from ..data.layouts import make_ade20k, make_cityscapes, make_voc
+from ..data.layouts import make_ade20k, make_cityscapes, make_generic, make_voc
 from .cli import KEDRO, copy_project, output, run
 
 pytestmark = pytest.mark.slow
@@ -41,11 +41,25 @@ def test_the_readme_data_command_reads_the_dataset_where_the_user_put_it(project
 
 
 def test_dataset_root_on_the_command_line_and_the_voc_sbd_switch(project, tmp_path):
-    make_voc(tmp_path / "VOC2012")
-    result = run(project, "run", "--env", "voc", "--pipelines", "ingestion", "--params",
-                 f"dataset_root={tmp_path / 'VOC2012'}", check=False)
+    make_voc(tmp_path / "VOC2012")  # VOC without SBD's aug set
+    root = f"dataset_root={tmp_path / 'VOC2012'}"
+    result = run(project, "run", "--env", "voc", "--pipelines", "data", "--params", root, check=False)
     assert result.returncode != 0
-    assert "set raw_dataset.options.use_sbd_aug: false (conf/voc/catalog.yml)" in output(result)
+    assert "turn it off with `--params use_sbd_aug=false`" in output(result)
+    # README: kedro run --env voc --pipelines data --params dataset_root=/data/VOC2012,use_sbd_aug=false
+    run(project, "run", "--env", "voc", "--pipelines", "data", "--params", f"{root},use_sbd_aug=false")
+    manifest = pd.read_csv(project / "data/02_intermediate/manifest.csv")
+    assert manifest.groupby("split").size().to_dict() == {"train": 2, "val": 1}
+
+
+def test_a_users_own_dataset_in_the_generic_env(project, tmp_path):
+    make_generic(tmp_path / "mine")
+    before = _digest(tmp_path / "mine")
+    # README: kedro run --env generic --pipelines data --params dataset_root=/data/mine
+    run(project, "run", "--env", "generic", "--pipelines", "data", "--params", f"dataset_root={tmp_path / 'mine'}")
+    manifest = pd.read_csv(project / "data/02_intermediate/manifest.csv")
+    assert manifest.groupby("split").size().to_dict() == {"test": 1, "train": 2, "val": 1}
+    assert _digest(tmp_path / "mine") == before
 
 
 def test_the_old_readme_local_catalog_example_no_longer_destroys_the_dataset(project, tmp_path):

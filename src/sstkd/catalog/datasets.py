@@ -80,7 +80,7 @@ class ArrayCacheDataset(AbstractDataset[dict, dict]):
         return ArrayCache(splits, source_fingerprint=meta.get("source_fingerprint"))
 
     def save(self, data: dict[str, dict[str, np.ndarray]]) -> None:
-        with replaced_directory(self._path) as staging:
+        with replaced_directory(self._path, owner_file="meta.json") as staging:
             for split, arrays in data.items():
                 (staging / split).mkdir()
                 for name, array in arrays.items():
@@ -108,7 +108,8 @@ class TorchModelDataset(AbstractDataset[dict, dict]):
         self.metadata = metadata
 
     def load(self) -> dict:
-        return load_checkpoint(self._filepath)
+        # The file it came from travels with the payload, so errors about the model can name it.
+        return load_checkpoint(self._filepath) | {"source_file": str(self._filepath)}
 
     def save(self, data: dict) -> None:
         atomic_save(data, self._filepath)

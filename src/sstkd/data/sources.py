@@ -11,7 +11,7 @@ generic    ``images/<id>.<ext>``, ``masks/<id>.png`` (class ids, 255 ignore), ``
            ``classes.json`` (``{"classes": [...]}``) or ``classes.txt`` (one name a line)
 cityscapes ``leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png``,
            ``gtFine/<split>/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png`` (34 label ids → 19 train ids,
-           from the ``cityscapesscripts`` package's official label definitions)
+           the official definitions of cityscapesScripts' ``labels.py``)
 voc        ``JPEGImages/<id>.jpg``, ``SegmentationClass/<id>.png`` (palette indices, 255 border),
            ``ImageSets/Segmentation/{train,val}.txt``; optional SBD ``SegmentationClassAug/`` + ``train_aug.txt``
 ade20k     ``ADEChallengeData2016/images/{training,validation}/*.jpg`` and ``annotations/...png``
@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from cityscapesscripts.helpers import labels as cityscapes_labels
 
 log = logging.getLogger(__name__)
 
@@ -159,12 +158,18 @@ def read_generic(root: str | Path, classes: list[str] | None = None) -> SourceLa
 
 # ----------------------------------------------------------------------------------------------- cityscapes
 # The official definitions (cityscapesScripts' helpers/labels.py): the 19 evaluated classes in trainId order, and
-# labelId -> trainId for them; every other label id 0..33 (void, and classes not evaluated) is ignored.
-_CITYSCAPES_EVALUATED = sorted((label for label in cityscapes_labels.labels if 0 <= label.trainId < 255),
-                               key=lambda label: label.trainId)
-CITYSCAPES_CLASSES = [label.name for label in _CITYSCAPES_EVALUATED]
-CITYSCAPES_LABEL_TO_TRAIN = {label.id: label.trainId for label in _CITYSCAPES_EVALUATED}
-CITYSCAPES_LABEL_IDS = sorted(label.id for label in cityscapes_labels.labels if label.id >= 0)  # 0..33
+# labelId -> trainId for them; every other label id 0..33 (void, and classes not evaluated) is ignored. Kept here
+# rather than imported: the cityscapesscripts package pins the `typing` backport, whose only release refuses
+# Python >= 3.5 under pip, so the lock would not install.
+CITYSCAPES_CLASSES = [
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
+    "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
+]  # fmt: skip
+CITYSCAPES_LABEL_TO_TRAIN = {
+    7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12, 26: 13, 27: 14,
+    28: 15, 31: 16, 32: 17, 33: 18,
+}  # fmt: skip
+CITYSCAPES_LABEL_IDS = list(range(34))
 
 
 def read_cityscapes(root: str | Path, splits: tuple[str, ...] = ("train", "val", "test")) -> SourceLayout:
@@ -228,8 +233,9 @@ def read_voc(root: str | Path, use_sbd_aug: bool = False) -> SourceLayout:
             if not list_file.exists():
                 raise FileNotFoundError(
                     f"voc layout: raw_dataset.options.use_sbd_aug is true (the papers' VOC aug training set), but "
-                    f"{list_file} does not exist. Add SBD's SegmentationClassAug/ and train_aug.txt, or set "
-                    f"raw_dataset.options.use_sbd_aug: false (conf/voc/catalog.yml) to train on VOC's own train split")
+                    f"{list_file} does not exist. Add SBD's SegmentationClassAug/ and train_aug.txt, or turn it off "
+                    f"with `--params use_sbd_aug=false` (raw_dataset.options.use_sbd_aug) to train on VOC's own "
+                    f"train split")
         if not list_file.exists():
             continue
         # VOC's mask folders hold only the segmentation subset of JPEGImages: no orphan check here

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from sstkd.atomic import replaced_directory
+from sstkd.atomic import ForeignFolderError, replaced_directory
 from sstkd.data.dead_leaves import LEAF_CLASSES, render_dead_leaves
 from sstkd.data.noise import smooth_noise
 
@@ -156,42 +155,51 @@ def split_ids(spec: MosaicSpec) -> dict[str, list[str]]:
     return {split: [f"{split}_{i:05d}" for i in range(int(count))] for split, count in spec.splits.items()}
 
 
-GENERATED_MARKER = ".sstkd-generated"  # written last by the generator: this folder is ours to replace
-_GENERATED_FILE = re.compile(r"^(images|masks)/[\w-]+_\d{5}\.png$|^splits/[\w-]+\.txt$")
-_GENERATED_TOP = {"images", "masks", "splits", "classes.json", GENERATED_MARKER}
+GENERATED_MARKER = ".sstkd-generated"  # the generator's record (fingerprint + spec) of a folder it wrote
 
 
-class ForeignDataError(FileExistsError):
+class ForeignDataError(ForeignFolderError):
     """The generator was asked to write into a folder that holds files it did not write."""
 
 
-def _foreign_files(root: Path) -> list[str]:
-    """Entries under ``root`` the generator would not have written (relative paths, sorted)."""
-    foreign = []
-    for entry in sorted(root.rglob("*")):
-        relative = entry.relative_to(root).as_posix()
-        if "/" not in relative:
-            if relative not in _GENERATED_TOP or entry.is_dir() != (relative in {"images", "masks", "splits"}):
-                foreign.append(relative)
-        elif not (entry.is_file() and _GENERATED_FILE.match(relative)):
-            foreign.append(relative)
-    return foreign
+def _recorded_generation(root: Path) -> dict | None:
+    """The generator's record of ``root`` (``{"fingerprint", "spec", ...}``), or ``None`` if it has none.
 
-
-def _generated_fingerprint(root: Path) -> str | None:
-    """The fingerprint of the mosaics at ``root``, or ``None`` if the generator did not write them.
-
-    Folders written before the marker existed are recognised by their ``classes.json`` (``generator.name``).
+    Folders written before the marker existed carry the same record in their ``classes.json``.
     """
     for meta_file, key in ((root / GENERATED_MARKER, None), (root / "classes.json", "generator")):
         try:
             meta = json.loads(meta_file.read_text())
-            meta = meta[key] if key else meta
-            if meta.get("name") == "texture_mosaics":
-                return str(meta["fingerprint"])
+            record = meta[key] if key else meta
+            if record.get("name") == "texture_mosaics" and "fingerprint" in record and "spec" in record:
+                return record
         except (OSError, KeyError, ValueError, TypeError, AttributeError):
             continue
     return None
+
+
+def _files_written_by(record: dict) -> set[str] | None:
+    """Every path (relative, posix) the generator writes for the spec in ``record``; ``None`` if unreadable."""
+    try:
+        spec = MosaicSpec(**record["spec"])
+    except (TypeError, ValueError):
+        return None
+    files = {"images", "masks", "splits", "classes.json", GENERATED_MARKER}
+    for split, ids in split_ids(spec).items():
+        files.add(f"splits/{split}.txt")
+        files.update(f"{folder}/{sample_id}.png" for folder in ("images", "masks") for sample_id in ids)
+    return files
+
+
+def _foreign_files(root: Path) -> list[str]:
+    """What under ``root`` the generator did not write, judged by the exact file list of its recorded spec
+    (a user's file under a generated-looking name is still foreign if that spec did not produce it)."""
+    record = _recorded_generation(root)
+    expected = _files_written_by(record) if record is not None else None
+    if expected is None:
+        return sorted(p.name for p in root.iterdir()) or ["(unreadable generator record)"]
+    return [relative for relative in sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
+            if relative not in expected]
 
 
 def write_texture_mosaics(
@@ -202,25 +210,23 @@ def write_texture_mosaics(
     The files are written into a temporary sibling folder that replaces ``root`` in one rename, so an
     interrupted run never leaves a half-written dataset behind. Returns ``True`` when it wrote.
 
-    ``root`` is only ever replaced when it is missing, empty, or holds exactly what this generator wrote
-    there before (its marker file and generated names only); anything else raises :class:`ForeignDataError`
+    ``root`` is only ever replaced when it is missing, empty, or holds nothing but files this generator wrote
+    there before (the exact list its recorded spec produces); anything else raises :class:`ForeignDataError`
     and nothing is touched, so a user's dataset can never be overwritten by mosaics.
     """
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise ForeignDataError(f"texture mosaics: {root} is a file, not a folder; refusing to replace it")
     if root.is_dir() and any(root.iterdir()):
-        found = _generated_fingerprint(root)
-        # Without the generator's marker, naming a few top-level entries is enough (and cheap on a big dataset).
-        foreign = _foreign_files(root) if found is not None else sorted(p.name for p in root.iterdir())
-        if found is None or foreign:
+        foreign = _foreign_files(root)
+        if foreign:
             example = ", ".join(foreign[:3]) or "no generator marker"
             raise ForeignDataError(
                 f"texture mosaics: refusing to write into {root}: it holds files the generator did not write "
                 f"({example}{', ...' if len(foreign) > 3 else ''}). If this is your dataset, its catalog entry "
                 f"must not say `generated: true` (see README, 'Real datasets'); to regenerate the mosaics here, "
                 f"remove the folder first.")
-        if found == spec.fingerprint():
+        if _recorded_generation(root)["fingerprint"] == spec.fingerprint():
             return False
     with replaced_directory(root) as staging:
         (staging / "images").mkdir()

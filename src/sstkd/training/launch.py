@@ -8,7 +8,10 @@ gets rank 0's result back and writes it through the catalog as usual. For severa
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import signal
 import socket
 import uuid
 
@@ -37,8 +40,16 @@ def _reopen(cache: dict) -> dict:
                     for name, value in arrays.items()} for split, arrays in cache.items()}
 
 
+def _die_with_parent() -> None:
+    """Linux: end this worker when the launching process dies (a SIGKILLed ``kedro run`` frees the project
+    lock at once; a worker left running would go on writing checkpoints nobody holds the lock for)."""
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: the agent still ends workers on a normal exit
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def _worker(kwargs: dict):
     """Runs in each worker process: join the process group, train, return this rank's result."""
+    _die_with_parent()
     kwargs = kwargs | {"cache": _reopen(kwargs["cache"])}
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if torch.cuda.is_available():

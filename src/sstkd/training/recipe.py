@@ -50,6 +50,8 @@ def check_model_matches_data(payload: dict, dataset_info: dict, source: str) -> 
     loaded from ``teacher.checkpoint`` records the data it was validated on).
     """
     classes = list(dataset_info["classes"])
+    if payload.get("source_file"):
+        source = f"{source} ({payload['source_file']})"
     problems = []
     if payload.get("num_classes") != len(classes):
         problems.append(f"it predicts {payload.get('num_classes')} classes, the data has {len(classes)}")
