@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from sstkd.evaluation.texture_transfer import TextureTransferConfig
 from sstkd.models.segmenter import NetworkConfig
 from sstkd.training.loop import TrainingConfig
 
@@ -88,6 +89,7 @@ class EvaluationParams(_Strict):
     latency_runs: int = Field(5, ge=1)
     qualitative_samples: int = Field(4, ge=1)
     device: str = "auto"
+    texture_transfer: TextureTransferConfig = TextureTransferConfig()
 
 
 __all__ = ["NetworkConfig", "TrainingConfig", "validate", "merged", "ParameterError"]
