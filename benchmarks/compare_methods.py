@@ -6,7 +6,8 @@
 
 Uses the project's configuration (conf/base + --env) and the data and teacher the pipeline wrote
 (`kedro run` first). Each student is trained with the training seed changed; the teacher is shared.
-Prints test mIoU and boundary F-score per method as mean ± std, and the per-seed values. ``--records`` appends
+Prints test mIoU and boundary F-score per method as mean ± std, and the per-seed values; each student's
+texture-transfer diagnostics to the teacher (``sstkd.evaluation.texture_transfer``) go into the records. ``--records`` appends
 one JSON line per (row, seed), so rows measured by separate invocations (e.g. a sweep run one configuration at a
 time) are tabulated together, with paired per-seed differences to a reference row, by ``--table``:
 
@@ -24,8 +25,9 @@ import numpy as np
 import torch
 from kedro.config import OmegaConfigLoader
 
-from sstkd.config import MethodParams, StudentParams, TrainingConfig, merged, validate
+from sstkd.config import EvaluationParams, MethodParams, StudentParams, TrainingConfig, merged, validate
 from sstkd.evaluation.evaluate import evaluate_network
+from sstkd.evaluation.texture_transfer import stage1_features, texture_transfer
 from sstkd.training.checkpoint import load_checkpoint
 from sstkd.training.recipe import network_from_payload, train_network
 
@@ -69,6 +71,17 @@ def main() -> None:
     statistics_ = json.loads((data / "08_reporting/dataset_statistics.json").read_text())
     teacher = load_checkpoint(data / "06_models/teacher.pt")
     student = validate(StudentParams, parameters["distillation"]["student"], "distillation.student")
+    transfer = validate(EvaluationParams, parameters["evaluation"], "evaluation").texture_transfer
+    train_rows = np.unique(np.linspace(0, len(cache["train"]["images"]) - 1,
+                                       min(transfer.train_images, len(cache["train"]["images"]))).round().astype(int))
+    transfer_images = {"train": np.array(cache["train"]["images"][train_rows]), "test": cache["test"]["images"]}
+
+    def stage1(payload: dict) -> dict:
+        network = network_from_payload(payload)
+        return {split: stage1_features(network, images, payload["normalization"], transfer.batch_size)
+                for split, images in transfer_images.items()}
+
+    teacher_features = stage1(teacher)
 
     results: dict[str, list[tuple[float, float]]] = {}
     for method in args.methods:
@@ -86,12 +99,17 @@ def main() -> None:
             metrics = evaluate_network(network_from_payload(payload), cache["test"]["images"],
                                        cache["test"]["masks"], int(info["num_classes"]), payload["normalization"])
             row = args.label or method
+            diagnostics = texture_transfer({"teacher": teacher_features, "student": stage1(payload)},
+                                           np.array(cache["train"]["masks"][train_rows]),
+                                           np.array(cache["test"]["masks"]), int(info["num_classes"]),
+                                           transfer)["student"]
             results.setdefault(row, []).append((100 * metrics["miou"], 100 * metrics["boundary_fscore"]))
             print(f"{row:24s} seed {seed}: mIoU {100 * metrics['miou']:.2f}  "
                   f"boundary F {100 * metrics['boundary_fscore']:.2f}", flush=True)
             if args.records:
                 record = {"row": row, "method": method, "overrides": args.set, "seed": seed,
                           "miou": 100 * metrics["miou"], "boundary_fscore": 100 * metrics["boundary_fscore"]}
+                record |= {f"texture_{k}": diagnostics[k] for k in TRANSFER_KEYS}
                 args.records.parent.mkdir(parents=True, exist_ok=True)
                 with args.records.open("a") as stream:
                     stream.write(json.dumps(record) + "\n")
@@ -108,9 +126,12 @@ def main() -> None:
         args.output.write_text("\n".join(lines) + "\n")
 
 
-def _mean_std(values: list[float]) -> str:
+TRANSFER_KEYS = ("profile_l1", "intensity_l1", "histogram_w1", "cka", "probe_accuracy")
+
+
+def _mean_std(values: list[float], digits: int = 2) -> str:
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.2f} ± {spread:.2f}"
+    return f"{statistics.mean(values):.{digits}f} ± {spread:.{digits}f}"
 
 
 def records_table(path: Path, reference: str) -> str:
@@ -132,6 +153,15 @@ def records_table(path: Path, reference: str) -> str:
         delta = (f"{statistics.mean(paired):+.2f}; " + ", ".join(f"{d:+.2f}" for d in paired)) if paired else ""
         lines.append(f"| {row} | {' '.join(map(str, seeds))} | {_mean_std(mious)} | {_mean_std(fscores)} | "
                      + ", ".join(f"{m:.2f}" for m in mious) + f" | {delta} |")
+    lines += ["", "Texture transfer to the teacher (stage-1 features, test split; mean ± std over seeds; "
+              "distances lower = closer, CKA and probe accuracy higher = closer)", "",
+              "| row | seeds | " + " | ".join(TRANSFER_KEYS) + " |", "|---|---|" + "---|" * len(TRANSFER_KEYS)]
+    for row, by_seed in rows.items():
+        seeds = [s for s in sorted(by_seed) if "texture_cka" in by_seed[s]]
+        if seeds:
+            cells = [_mean_std([by_seed[s][f"texture_{k}"] * (100 if k == "probe_accuracy" else 1)
+                                for s in seeds], digits=3) for k in TRANSFER_KEYS]
+            lines.append(f"| {row} | {' '.join(map(str, seeds))} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

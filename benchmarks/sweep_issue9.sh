@@ -12,21 +12,22 @@ row() {  # row LABEL METHOD [--set ...]
     --records "$RECORDS" "$@"
 }
 S=sstkd.losses
+# Most important rows first in each queue: on a shared 2-core machine the tail may not finish in a session.
 queue_a() {
   row baseline baseline
   row pixel_kd pixel_kd
   row "pixel_kd_adversarial (λ_adv 0.1)" pixel_kd_adversarial
   row "pixel_kd_adversarial (λ_adv 0.001)" pixel_kd_adversarial --set pixel_kd_adversarial.losses.adversarial.weight=0.001
-  row "sstkd, CDM levels 2" sstkd --set $S.structural.levels=2
   row "sstkd, L_str border 2" sstkd --set $S.structural.border=2
+  row "sstkd, CDM levels 2" sstkd --set $S.structural.levels=2
 }
 queue_b() {
   row "sstkd (λ_str 0.3, λ_sta 1)" sstkd
   row "sstkd λ_sta 0.3" sstkd --set $S.statistical.weight=0.3
-  row "sstkd λ_sta 3" sstkd --set $S.statistical.weight=3
-  row "sstkd λ_str 1" sstkd --set $S.structural.weight=1
   row "sstkd, clip-limit denoising" sstkd --set $S.statistical.denoise=clip_limit
+  row "sstkd λ_sta 3" sstkd --set $S.statistical.weight=3
   row "sstkd, importance 0.5" sstkd --set $S.statistical.importance=0.5
+  row "sstkd λ_str 1" sstkd --set $S.structural.weight=1
 }
 queue_a > benchmarks/results/sweep_issue9_queue_a.log 2>&1 &
 queue_b > benchmarks/results/sweep_issue9_queue_b.log 2>&1 &
