@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The issue-9 sweep on the fixed texture losses: 3 seeds per row, one core per job, two queues side by side.
+# The issue-9 sweep on the fixed texture losses: 3 seeds per row, one core per job, three queues side by side.
 # Run from the project root after `kedro run` (data + teacher):  bash benchmarks/sweep_issue9.sh
 # Rows go to benchmarks/results/sweep_issue9.jsonl; tabulate with
 #   python benchmarks/compare_methods.py --table benchmarks/results/sweep_issue9.jsonl --reference pixel_kd
@@ -27,8 +27,12 @@ queue_b() {
   row "sstkd, clip-limit denoising" sstkd --set $S.statistical.denoise=clip_limit
   row "sstkd λ_sta 3" sstkd --set $S.statistical.weight=3
   row "sstkd, importance 0.5" sstkd --set $S.statistical.importance=0.5
+}
+queue_c() {
   row "sstkd λ_str 1" sstkd --set $S.structural.weight=1
+  row "sstkd, DTIEM joint standardisation" sstkd --set $S.statistical.normalize=joint
 }
 queue_a > benchmarks/results/sweep_issue9_queue_a.log 2>&1 &
 queue_b > benchmarks/results/sweep_issue9_queue_b.log 2>&1 &
+queue_c > benchmarks/results/sweep_issue9_queue_c.log 2>&1 &
 wait
