@@ -9,6 +9,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from sstkd.evaluation.texture_transfer import TextureTransferConfig
 from sstkd.models.segmenter import NetworkConfig
 from sstkd.training.loop import TrainingConfig
 
@@ -91,6 +92,7 @@ class EvaluationParams(_Strict):
     latency_runs: int = Field(5, ge=1)
     qualitative_samples: int = Field(4, ge=1)
     device: str = "auto"
+    texture_transfer: TextureTransferConfig = TextureTransferConfig()
 
 
 # Every top-level parameter group and the schema its node validates it with (None: validated piecewise, e.g.

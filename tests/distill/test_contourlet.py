@@ -35,18 +35,29 @@ def test_constant_input_has_no_band_pass_energy():
 
 @pytest.mark.parametrize("directions", [2, 4, 8, 16])
 def test_each_grating_lands_in_its_directional_subband(directions):
-    bank = DirectionalFilterBank(directions)
+    bank = DirectionalFilterBank(directions)  # offset ½: direction d is centred on d·π/D
     for d in range(directions):
-        angle = (d + 0.5) * math.pi / directions
+        angle = d * math.pi / directions
         energy = bank(_grating(angle)[None, None]).pow(2).sum(dim=(0, 2, 3, 4))
         assert int(energy.argmax()) == d
         assert float(energy.max() / energy.sum()) > 0.6
 
 
+@pytest.mark.parametrize("directions", [4, 8, 16])
+def test_horizontal_and_vertical_structure_stay_whole_with_the_angular_offset(directions):
+    for angle in (0.0, math.pi / 2):  # wave vector along x (vertical stripes) and along y (horizontal stripes)
+        grating = _grating(angle, frequency=0.25)[None, None]
+        with_offset = DirectionalFilterBank(directions, offset=0.5)(grating).pow(2).sum(dim=(0, 2, 3, 4))
+        assert float(with_offset.max() / with_offset.sum()) > 0.999
+        without = DirectionalFilterBank(directions, offset=0.0)(grating).pow(2).sum(dim=(0, 2, 3, 4))
+        top_two = without.sort(descending=True).values[:2] / without.sum()
+        torch.testing.assert_close(top_two, torch.tensor([0.5, 0.5]), atol=1e-3, rtol=0)
+
+
 @pytest.mark.parametrize("size", [(64, 64), (33, 40), (31, 31)])
 def test_directional_bank_is_a_tight_frame(size):
-    for transition in (0.0, 0.5, 1.0):
-        masks = directional_masks(*size, 8, transition)
+    for transition, offset in ((0.0, 0.5), (0.5, 0.5), (1.0, 0.5), (0.5, 0.0), (0.0, 0.0)):
+        masks = directional_masks(*size, 8, transition, offset)
         torch.testing.assert_close(masks.pow(2).sum(0), torch.ones(size[0], size[1] // 2 + 1), atol=1e-5, rtol=0)
     bank = DirectionalFilterBank(8)
     x = torch.randn(2, 3, *size)

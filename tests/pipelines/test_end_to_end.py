@@ -38,6 +38,23 @@ def test_the_default_pipeline_produces_the_report(project):
         assert (project / f"data/08_reporting/{figure}.png").stat().st_size > 5000
     markdown = (project / "data/08_reporting/report.md").read_text()
     assert "| sstkd | student |" in markdown and "Per-class IoU" in markdown
+
+
+def test_the_report_holds_the_texture_transfer_table_figure_and_metrics(project):
+    table = pd.read_csv(project / "data/08_reporting/texture_transfer.csv")
+    assert list(table["model"]) == ["teacher", "baseline", "pixel_kd", "sstkd"]
+    teacher = table[table.model == "teacher"].iloc[0]
+    assert teacher["profile_l1"] == 0 and teacher["intensity_l1"] == 0 and teacher["cka"] == pytest.approx(1.0)
+    students = table[table.model != "teacher"]
+    assert students["profile_l1"].between(0, 2).all() and (students["profile_l1"] > 0).all()
+    assert students["intensity_l1"].between(0, 1).all() and students["cka"].between(0, 1).all()
+    assert table["probe_accuracy"].between(0, 100).all()
+    assert {"intensity_l1_n8", "histogram_w1_n32"} <= set(table.columns)
+    assert (project / "data/08_reporting/texture_transfer.png").stat().st_size > 5000
+    metrics = json.loads((project / "data/08_reporting/metrics.json").read_text())
+    assert metrics["teacher"]["texture_cka"] == pytest.approx(1.0)
+    assert 0 <= metrics["sstkd"]["texture_probe_accuracy"] <= 100
+    assert "## Texture transfer" in (project / "data/08_reporting/report.md").read_text()
     manifest = pd.read_csv(project / "data/02_intermediate/manifest.csv")
     assert manifest.groupby("split").size().to_dict() == {"test": 8, "train": 16, "val": 8}
 
@@ -65,7 +82,10 @@ def test_mlflow_records_one_run_with_nested_model_runs_and_lineage(project):
 
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     artifacts = {a.path for a in client.list_artifacts(parent)}  # the report, logged by MlflowArtifactDataset
-    assert {"report.md", "report.csv", "metrics.json", "texture_modules.png"} <= artifacts, artifacts
+    assert {"report.md", "report.csv", "metrics.json", "texture_modules.png", "texture_transfer.csv",
+            "texture_transfer.png"} <= artifacts, artifacts
+    sstkd_metrics = client.get_run(sstkd_id).data.metrics  # the diagnostics reach each model's own run
+    assert {"texture_cka", "texture_probe_accuracy", "texture_profile_l1"} <= set(sstkd_metrics), sstkd_metrics
 
 
 def test_lineage_cli_traces_a_model_file_to_data_code_params_and_teacher(project):

@@ -15,8 +15,11 @@ Choices (documented in SSTKD.md's list of decisions and the README):
   angular wedges of width ``π/D`` (each wedge together with its mirror ``-ω``, so sub-bands of a real input are
   real). The wedges have raised-cosine edges chosen so that ``Σ_d |W_d(ω)|² = 1``: the bank is a tight frame,
   energy is preserved exactly (Parseval), and the input is recovered by ``Σ_d W_d * S_d``. Direction ``d``
-  covers wave-vector angles ``[d·π/D, (d+1)·π/D)`` measured counter-clockwise from the +x axis (rows pointing
-  down, as in images), i.e. stripes *perpendicular* to that angle.
+  covers wave-vector angles ``[(d − o)·π/D, (d + 1 − o)·π/D)`` measured counter-clockwise from the +x axis (rows
+  pointing down, as in images), i.e. stripes *perpendicular* to that angle, with the angular offset ``o``
+  (default ½: direction ``d`` is *centred* on ``d·π/D``). Why the offset: without it (``o = 0``) the horizontal and
+  vertical wave vectors (angles 0 and π/2), the most common orientations in images and feature maps, fall
+  exactly on wedge edges at D = 4, 8, 16 and split 50/50 between two directions.
 """
 
 from __future__ import annotations
@@ -94,11 +97,13 @@ class LaplacianPyramid(nn.Module):
         return current
 
 
-def directional_masks(height: int, width: int, directions: int, transition: float = 0.5) -> torch.Tensor:
+def directional_masks(height: int, width: int, directions: int, transition: float = 0.5,
+                      offset: float = 0.5) -> torch.Tensor:
     """Angular wedge masks ``(D, H, W//2+1)`` on the ``rfft2`` grid with ``Σ_d mask_d² = 1`` everywhere.
 
     ``transition`` (0..1) is the fraction of a wedge's width over which it rolls off into its neighbour
-    (raised-cosine in angle). The DC sample (no orientation) is shared equally by all directions.
+    (raised-cosine in angle). ``offset`` (in wedge widths) rotates the wedges clockwise: direction ``d`` covers
+    ``[(d - offset)·π/D, (d + 1 - offset)·π/D)``. The DC sample (no orientation) is shared equally by all directions.
     """
     if directions < 1:
         raise ValueError(f"texture.structural.directions must be >= 1, got {directions}")
@@ -109,6 +114,7 @@ def directional_masks(height: int, width: int, directions: int, transition: floa
     # Rows grow downwards in an image: flip fy so angles are counter-clockwise on screen.
     angle = torch.atan2(-fy, fx).remainder(math.pi)  # orientation of the wave vector in [0, π)
     width_rad = math.pi / directions
+    angle = (angle + offset * width_rad).remainder(math.pi)
     if transition == 0:  # hard wedges: an exact partition, each frequency in exactly one direction
         index = (angle / width_rad).floor().long().clamp(max=directions - 1)
         masks = torch.nn.functional.one_hot(index, directions).permute(2, 0, 1).double()
@@ -139,16 +145,17 @@ class DirectionalFilterBank(nn.Module):
     ``forward(band)`` ``(B, C, H, W)`` → ``(B, D, C, H, W)``.
     """
 
-    def __init__(self, directions: int = 8, transition: float = 0.5):
+    def __init__(self, directions: int = 8, transition: float = 0.5, offset: float = 0.5):
         super().__init__()
         self.directions = directions
         self.transition = transition
+        self.offset = offset
         self._cache: dict[tuple, torch.Tensor] = {}
 
     def masks(self, height: int, width: int, device: torch.device) -> torch.Tensor:
         key = (height, width, str(device))
         if key not in self._cache:
-            self._cache[key] = directional_masks(height, width, self.directions, self.transition).to(device)
+            self._cache[key] = directional_masks(height, width, self.directions, self.transition, self.offset).to(device)
         return self._cache[key]
 
     def forward(self, band: torch.Tensor) -> torch.Tensor:
@@ -184,19 +191,26 @@ class DirectionalFilterBank(nn.Module):
 class ContourletDecomposition(nn.Module):
     """CDM: ``forward(x)`` ``(B, C, H, W)`` → list over levels of directional sub-bands ``(B, D, C, h, w)``."""
 
-    def __init__(self, levels: int = 3, directions: int = 8, transition: float = 0.5):
+    def __init__(self, levels: int = 3, directions: int = 8, transition: float = 0.5, offset: float = 0.5):
         super().__init__()
         self.pyramid = LaplacianPyramid(levels)
-        self.filter_bank = DirectionalFilterBank(directions, transition)
+        self.filter_bank = DirectionalFilterBank(directions, transition, offset)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         bands, _ = self.pyramid(x.float())
         return [self.filter_bank(band) for band in bands]
 
 
-def standardize_channels(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Per-sample, per-channel standardisation over space, so texture losses do not scale with activations."""
+def standardize_channels(x: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """Per-sample, per-channel standardisation over space, so texture losses do not scale with activations.
+
+    Sound for the structural path (its band-pass images are mean-free anyway), not for DTIEM's cosine intensity
+    (see ``texture_statistics``). The floor is *relative*: a channel whose spatial std is below ``eps`` × its own
+    RMS is (nearly) flat and is damped, not amplified; an absolute epsilon made the loss depend on activation
+    scale (1.7% at scale 1e-3) and blew rounding noise of flat channels up to O(1e-2).
+    """
     x = x.float()
     mean = x.mean(dim=(-2, -1), keepdim=True)
     std = x.std(dim=(-2, -1), keepdim=True, unbiased=False)
-    return (x - mean) / (std + eps)
+    channel_rms = x.detach().square().mean(dim=(-2, -1), keepdim=True).sqrt()
+    return (x - mean) / (std + eps * channel_rms + 1e-12)

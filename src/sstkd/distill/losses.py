@@ -20,7 +20,11 @@ from torch.utils.checkpoint import checkpoint
 
 from sstkd.data.sources import IGNORE_INDEX
 from sstkd.distill.contourlet import ContourletDecomposition, standardize_channels
-from sstkd.distill.texture_statistics import DenoisedTextureEqualization
+from sstkd.distill.texture_statistics import (
+    FEATURE_PREPARATIONS,
+    DenoisedTextureEqualization,
+    texture_importance,
+)
 from sstkd.models.segmenter import SegmentationOutput
 
 
@@ -185,6 +189,15 @@ class AdversarialDistillation(nn.Module):
         return wasserstein + self.gradient_penalty * penalty
 
 
+def interior(features: torch.Tensor, border: int) -> torch.Tensor:
+    """``(B, C, H, W)`` without ``border`` pixels at each edge (all of it when ``border`` is 0)."""
+    if border == 0:
+        return features
+    if min(features.shape[-2:]) <= 2 * border:
+        raise ValueError(f"structural.border = {border} leaves nothing of a {tuple(features.shape[-2:])} feature map")
+    return features[..., border:-border, border:-border]
+
+
 class StructuralTextureLoss(nn.Module):
     """L_str: the student's contourlet sub-bands of its (adapted) stage-1 feature vs the teacher's.
 
@@ -195,18 +208,25 @@ class StructuralTextureLoss(nn.Module):
     weak orientation count as much as a dominant one — which is what "mimic the directional texture" asks.
     ``normalize="none"`` gives the plain MSE for comparison. ``recompute=True`` keeps only the student's stage-1
     feature for backward and recomputes the pyramid and spectra there (less memory, a second texture forward).
+    ``border`` drops that many pixels at each edge of the stage-1 features before anything else: the loss is over
+    the valid interior only. Why: the networks' zero padding puts ~40% of the finest band-pass energy of stage-1
+    features in the outer 2 pixels, and the energy normalisation would make the student spend its effort there.
+    ``offset`` rotates the directional wedges (see ``contourlet.directional_masks``).
     """
 
     needs_teacher = True
 
     def __init__(self, student_channels: int, teacher_channels: int, levels: int = 3, directions: int = 8,
                  level_weights: list[float] | None = None, transition: float = 0.5, normalize: str = "energy",
-                 recompute: bool = False):
+                 recompute: bool = False, border: int = 0, offset: float = 0.5):
         super().__init__()
         if normalize not in ("energy", "none"):
             raise ValueError(f"structural.normalize must be 'energy' or 'none', got {normalize!r}")
+        if border < 0:
+            raise ValueError(f"structural.border must be >= 0, got {border}")
         self.adapter = nn.Conv2d(student_channels, teacher_channels, 1, bias=False)
-        self.decompose = ContourletDecomposition(levels, directions, transition)
+        self.decompose = ContourletDecomposition(levels, directions, transition, offset)
+        self.border = int(border)
         weights = level_weights if level_weights is not None else [1.0] * levels
         if len(weights) != levels:
             raise ValueError(f"structural.level_weights has {len(weights)} entries for {levels} levels")
@@ -219,7 +239,7 @@ class StructuralTextureLoss(nn.Module):
     def _loss(self, student: SegmentationOutput, teacher: SegmentationOutput) -> torch.Tensor:
         pyramid = self.decompose.pyramid
         with torch.no_grad():
-            teacher_bands, _ = pyramid(standardize_channels(teacher.low_level.detach()))
+            teacher_bands, _ = pyramid(standardize_channels(interior(teacher.low_level.detach(), self.border)))
         if self.recompute and torch.is_grad_enabled():
             return checkpoint(self._against, student.low_level, *teacher_bands, use_reentrant=False)
         return self._against(student.low_level, *teacher_bands)
@@ -228,7 +248,8 @@ class StructuralTextureLoss(nn.Module):
         # Sub-band errors are computed spectrally (DirectionalFilterBank.energy): since the bank is linear,
         # ||S_d - T_d||² is the directional energy of the band difference; no sub-band is materialised.
         pyramid, bank = self.decompose.pyramid, self.decompose.filter_bank
-        student_bands, _ = pyramid(standardize_channels(self.adapter(student_low_level.float())))
+        adapted = self.adapter(interior(student_low_level.float(), self.border))
+        student_bands, _ = pyramid(standardize_channels(adapted))
         total = student_bands[0].new_zeros(())
         for weight, s, t in zip(self.level_weights, student_bands, teacher_bands):
             pixels = t.shape[1] * t.shape[2] * t.shape[3]
@@ -247,22 +268,33 @@ class StatisticalTextureLoss(nn.Module):
 
     * ``intensity_weight`` × L1 between equalised intensity maps (rank-normalised texture intensity per pixel);
     * ``histogram_weight`` × the 1-D Wasserstein distance between denoised level histograms (L1 of their CDFs / N);
-    * ``descriptor_weight`` × MSE between level descriptors, the student's computed on the *teacher's* levels
-      (features standardised per channel first), so both describe the same pixel groups.
+    * ``descriptor_weight`` × MSE between level descriptors, the student's computed on the *teacher's* levels,
+      so both describe the same pixel groups.
 
-    ``recompute=True`` recomputes the student's statistics in backward instead of keeping them.
+    Features are prepared by ``normalize``: ``rms`` divides each channel by its spatial RMS without centring
+    (default; centring per channel makes the cosine intensity measure rounding noise), ``joint`` standardises over
+    C·H·W at once. ``denoise`` picks the histogram denoiser (``threshold`` or CLAHE's ``clip_limit``, see
+    ``texture_statistics``). ``importance`` (0..1) weighs pixels by the teacher's local texture energy in the
+    histograms and the intensity term (the paper's importance sampler; 0 = off). ``recompute=True`` recomputes
+    the student's statistics in backward instead of keeping them.
     """
 
     needs_teacher = True
 
     def __init__(self, student_channels: int, teacher_channels: int, levels=(8, 16, 32),
                  noise_threshold: float = 0.005, intensity_weight: float = 1.0, histogram_weight: float = 1.0,
-                 descriptor_weight: float = 1.0, recompute: bool = False):
+                 descriptor_weight: float = 1.0, recompute: bool = False, normalize: str = "rms",
+                 denoise: str = "threshold", clip_limit: float = 0.5, importance: float = 0.0):
         super().__init__()
+        if normalize not in FEATURE_PREPARATIONS:
+            raise ValueError(f"statistical.normalize must be one of {sorted(FEATURE_PREPARATIONS)}, got {normalize!r}")
+        if not 0 <= importance <= 1:
+            raise ValueError(f"statistical.importance must be in [0, 1], got {importance}")
         self.adapter = nn.Conv2d(student_channels, teacher_channels, 1, bias=False)
-        self.module = DenoisedTextureEqualization(levels, noise_threshold)
+        self.module = DenoisedTextureEqualization(levels, noise_threshold, denoise, clip_limit)
+        self.prepare = FEATURE_PREPARATIONS[normalize]
         self.weights = (intensity_weight, histogram_weight, descriptor_weight)
-        self.recompute = recompute
+        self.recompute, self.importance = recompute, importance
 
     def forward(self, student: SegmentationOutput, teacher: SegmentationOutput, batch) -> torch.Tensor:
         with torch.autocast(student.low_level.device.type, enabled=False):  # cosines and histograms in fp32
@@ -270,22 +302,26 @@ class StatisticalTextureLoss(nn.Module):
 
     def _loss(self, student: SegmentationOutput, teacher: SegmentationOutput) -> torch.Tensor:
         with torch.no_grad():
-            teacher_stats = self.module(standardize_channels(teacher.low_level.detach()))
+            teacher_features = self.prepare(teacher.low_level.detach())
+            pixel_weights = texture_importance(teacher_features, self.importance) if self.importance else None
+            teacher_stats = self.module(teacher_features, pixel_weights=pixel_weights)
         if self.recompute and torch.is_grad_enabled():
-            return checkpoint(self._against, student.low_level, teacher_stats, use_reentrant=False)
-        return self._against(student.low_level, teacher_stats)
+            return checkpoint(self._against, student.low_level, teacher_stats, pixel_weights, use_reentrant=False)
+        return self._against(student.low_level, teacher_stats, pixel_weights)
 
-    def _against(self, student_low_level: torch.Tensor, teacher_stats) -> torch.Tensor:
-        student_features = standardize_channels(self.adapter(student_low_level.float()))
-        student_stats = self.module(student_features, encoding_from=teacher_stats)
+    def _against(self, student_low_level: torch.Tensor, teacher_stats, pixel_weights) -> torch.Tensor:
+        student_features = self.prepare(self.adapter(student_low_level.float()))
+        student_stats = self.module(student_features, encoding_from=teacher_stats, pixel_weights=pixel_weights)
         total = student_features.new_zeros(())
         for s, t in zip(student_stats, teacher_stats):
             levels = s.cdf.shape[1]
-            intensity = (s.equalized - t.equalized).abs().mean()
+            intensity_error = (s.equalized - t.equalized).abs()
+            if pixel_weights is not None:
+                intensity_error = intensity_error * pixel_weights
             histogram = (s.denoised.cumsum(1) - t.denoised.cumsum(1)).abs().sum(1).mean() / levels
             descriptor = (s.descriptors - t.descriptors).pow(2).mean()
             w_int, w_hist, w_desc = self.weights
-            total = total + w_int * intensity + w_hist * histogram + w_desc * descriptor
+            total = total + w_int * intensity_error.mean() + w_hist * histogram + w_desc * descriptor
         return total / len(student_stats)
 
 

@@ -13,7 +13,7 @@ import torch  # noqa: E402
 from sstkd.data.sources import IGNORE_INDEX  # noqa: E402
 from sstkd.data.transforms import normalized_batch  # noqa: E402
 from sstkd.distill.contourlet import ContourletDecomposition, standardize_channels  # noqa: E402
-from sstkd.distill.texture_statistics import DenoisedTextureEqualization  # noqa: E402
+from sstkd.distill.texture_statistics import DenoisedTextureEqualization, rms_scale_channels  # noqa: E402
 
 
 def _palette(num_classes: int) -> np.ndarray:
@@ -83,8 +83,8 @@ def plot_texture_modules(image: np.ndarray, networks: dict[str, torch.nn.Module]
     fig, axes = plt.subplots(len(networks), directions + 2, figsize=(1.7 * (directions + 2), 1.9 * len(networks)),
                              squeeze=False)
     for row, (name, network) in enumerate(networks.items()):
-        features = standardize_channels(network.cpu().eval()(batch).low_level)
-        subbands = cdm(features)[0][0]  # finest level, first image: (D, C, h, w)
+        low_level = network.cpu().eval()(batch).low_level
+        subbands = cdm(standardize_channels(low_level))[0][0]  # finest level, first image: (D, C, h, w)
         energy = subbands.pow(2).mean(dim=1)
         scale = float(energy.max())
         axes[row, 0].imshow(image)
@@ -92,8 +92,8 @@ def plot_texture_modules(image: np.ndarray, networks: dict[str, torch.nn.Module]
         for d in range(directions):
             axes[row, d + 1].imshow(energy[d], cmap="magma", vmin=0, vmax=scale)
             if row == 0:
-                axes[row, d + 1].set_title(f"{180 * (d + 0.5) / directions:.0f}°", fontsize=8)
-        stats = dtiem(features)[0]
+                axes[row, d + 1].set_title(f"{180 * d / directions:.0f}°", fontsize=8)  # wedge centres
+        stats = dtiem(rms_scale_channels(low_level))[0]  # as L_sta prepares features: never centred
         axes[row, -1].bar(np.arange(quantization), stats.histogram[0].numpy(), color="0.6", label="counts")
         axes[row, -1].plot(np.arange(quantization), stats.denoised[0].numpy(), "r-", label="denoised")
         axes[row, -1].plot(np.arange(quantization), stats.cdf[0].numpy() / quantization * 2, "b--", label="CDF (scaled)")
@@ -115,5 +115,41 @@ def plot_class_frequencies(statistics: dict) -> plt.Figure:
     ax.set_ylabel("% of labelled pixels")
     ax.set_title(f"Class frequencies (train split, {statistics['num_images']} images)")
     ax.tick_params(axis="x", rotation=35)
+    fig.tight_layout()
+    return fig
+
+
+def plot_texture_transfer(results: dict[str, dict]) -> plt.Figure:
+    """Directional energy profiles per model, and each transfer measure per model with the teacher's value."""
+    panels = [("profile_l1", "directional profile L1 to teacher ↓"), ("intensity_l1", "DTIEM equalised-intensity L1 ↓"),
+              ("histogram_w1", "DTIEM histogram W1 ↓"), ("cka", "linear CKA to teacher ↑"),
+              ("probe_accuracy", "stage-1 linear probe accuracy ↑")]
+    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(3.1 * (len(panels) + 1), 3.4))
+    if not results:
+        for ax in axes:
+            ax.axis("off")
+        axes[0].text(0.5, 0.5, "texture transfer disabled", ha="center")
+        return fig
+    models = list(results)
+    for model in models:
+        profile = np.asarray(results[model]["profile"])
+        axes[0].plot(profile.flatten(), marker=".", label=model, linewidth=2.2 if model == "teacher" else 1.0)
+    directions = np.asarray(results[models[0]]["profile"]).shape[1]
+    axes[0].set_xlabel(f"level × direction ({directions} per level)")
+    axes[0].set_title("directional energy profile", fontsize=9)
+    axes[0].legend(fontsize=7)
+    x = np.arange(len(models))
+    for ax, (key, title) in zip(axes[1:], panels):
+        values = [results[m][key] for m in models]
+        colours = ["0.55" if m == "teacher" else f"C{i}" for i, m in enumerate(models)]
+        ax.bar(x, values, color=colours)
+        if "teacher" in results:
+            ax.axhline(results["teacher"][key], color="k", linestyle="--", linewidth=0.8, label="teacher")
+        ax.set_xticks(x, models, rotation=30, ha="right", fontsize=8)
+        ax.set_title(title, fontsize=9)
+        if key == "probe_accuracy":
+            low = min(values)
+            ax.set_ylim(max(0.0, low - 0.05), min(1.0, max(values) + 0.02))
+    fig.suptitle("Texture transfer: each network's stage-1 features vs the teacher's (evaluation split)", fontsize=10)
     fig.tight_layout()
     return fig

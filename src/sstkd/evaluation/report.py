@@ -67,3 +67,47 @@ def report_markdown(table: pd.DataFrame, results: dict[str, dict], class_names: 
         values = [results[m]["metrics"]["per_class_iou"][index] for m in results]
         lines.append(f"| {name} | " + " | ".join("–" if v is None else f"{100 * v:.1f}" for v in values) + " |")
     return "\n".join(lines) + "\n"
+
+
+TRANSFER_COLUMNS = ["model", "channels", "profile_l1", "intensity_l1", "histogram_w1", "cka", "probe_accuracy",
+                    "probe_miou"]
+
+
+def transfer_table(results: dict[str, dict]) -> pd.DataFrame:
+    """One row per model from ``texture_transfer`` results: distances to the teacher (lower = closer), CKA to
+    the teacher (higher = closer), probe accuracy/mIoU in percent, and the DTIEM distances per level count."""
+    rows = []
+    for model, result in results.items():
+        row = {key: result[key] for key in TRANSFER_COLUMNS[1:6]} | {"model": model}
+        row["probe_accuracy"] = 100 * result["probe_accuracy"]
+        row["probe_miou"] = 100 * result["probe_miou"]
+        for levels, distances in result["per_quantization"].items():
+            row[f"intensity_l1_n{levels}"] = distances["equalized_l1"]
+            row[f"histogram_w1_n{levels}"] = distances["histogram_w1"]
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return pd.DataFrame(columns=TRANSFER_COLUMNS)
+    extra = [c for c in table.columns if c not in TRANSFER_COLUMNS]
+    return table[TRANSFER_COLUMNS + extra].round(4)
+
+
+def transfer_markdown(table: pd.DataFrame) -> str:
+    if table.empty:
+        return ""
+    per_level = [c for c in table.columns if c.startswith(("intensity_l1_n", "histogram_w1_n"))]
+    shown = TRANSFER_COLUMNS + per_level
+    lines = ["", "## Texture transfer: stage-1 features vs the teacher's", "",
+             "Computed on the evaluation split from each network's backbone stage 1 (no adapter). Lower is closer for "
+             "the distances: `profile_l1` = L1 between contourlet directional energy profiles (levels × directions, "
+             "sum 1; range 0–2); `intensity_l1` = mean L1 between DTIEM equalised intensity maps and `histogram_w1` "
+             "= Wasserstein distance between denoised intensity histograms, averaged over the quantisation level "
+             "counts (per count in the `_nN` columns). Higher is closer for `cka` (linear CKA to the teacher's "
+             "features at the same pixels). `probe_accuracy`/`probe_miou` (%): a linear classifier on the frozen "
+             "stage-1 features predicting each pixel's class (fitted on training pixels); the teacher's row is "
+             "the reference.", "",
+             "| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
+    for _, row in table.iterrows():
+        lines.append("| " + " | ".join(_cell(row[c]) if c in ("model", "channels") or c.startswith("probe")
+                                       else f"{row[c]:.4f}" for c in shown) + " |")
+    return "\n".join(lines) + "\n"

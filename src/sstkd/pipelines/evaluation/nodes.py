@@ -8,8 +8,15 @@ from sstkd import tracking
 from sstkd.config import EvaluationParams, validate
 from sstkd.data.cache import check_cache_matches_info
 from sstkd.evaluation.evaluate import evaluate_network, network_cost, predict_labels
-from sstkd.evaluation.plots import plot_miou, plot_per_class_iou, plot_predictions, plot_texture_modules
-from sstkd.evaluation.report import report_markdown, report_table
+from sstkd.evaluation.plots import (
+    plot_miou,
+    plot_per_class_iou,
+    plot_predictions,
+    plot_texture_modules,
+    plot_texture_transfer,
+)
+from sstkd.evaluation.report import report_markdown, report_table, transfer_markdown, transfer_table
+from sstkd.evaluation.texture_transfer import stage1_features, texture_transfer
 from sstkd.training.distributed import local_device
 from sstkd.training.recipe import check_model_matches_data, network_from_payload
 
@@ -47,15 +54,53 @@ def evaluate_models(training_cache: dict, dataset_info: dict, evaluation: dict, 
     return results
 
 
-def build_report(evaluation_results: dict, dataset_info: dict) -> tuple[pd.DataFrame, str, dict, Figure, Figure]:
+def measure_texture_transfer(training_cache: dict, dataset_info: dict, evaluation: dict, **models: dict) -> dict:
+    """Stage-1 texture-transfer diagnostics of every model against the teacher (empty when disabled)."""
+    params = validate(EvaluationParams, evaluation, "evaluation")
+    config = params.texture_transfer
+    if not config.enabled:
+        return {}
+    if "teacher" not in models:
+        raise KeyError("evaluation.texture_transfer needs the teacher model as reference")
+    check_cache_matches_info(training_cache, dataset_info, required_splits=("train", params.split))
+    device = local_device(params.device)
+    train, test = training_cache["train"], training_cache[params.split]
+    picked = np.linspace(0, len(train["images"]) - 1, min(config.train_images, len(train["images"]))).round()
+    picked = np.unique(picked.astype(int))
+    train_images, train_masks = np.array(train["images"][picked]), np.array(train["masks"][picked])
+    features = {}
+    for name, payload in models.items():
+        network = network_from_payload(payload, source=name)
+        features[name] = {split: stage1_features(network, images, payload["normalization"], config.batch_size, device)
+                          for split, images in (("train", train_images), ("test", test["images"]))}
+    results = texture_transfer(features, train_masks, np.array(test["masks"]), int(dataset_info["num_classes"]),
+                               config)
+    for name, payload in models.items():
+        summary = {k: v for k, v in results[name].items() if isinstance(v, float)}
+        tracking.log_metrics(summary, prefix=f"texture.{name}.")
+        if payload.get("mlflow_run_id") and tracking.active():  # also on the model's own run
+            tracking.log_metrics(summary, prefix="texture_", run_id=payload["mlflow_run_id"])
+    return results
+
+
+TRANSFER_METRICS = ("profile_l1", "intensity_l1", "histogram_w1", "cka", "probe_accuracy")
+
+
+def build_report(evaluation_results: dict, dataset_info: dict, texture_transfer_results: dict
+                 ) -> tuple[pd.DataFrame, str, dict, Figure, Figure, pd.DataFrame, Figure]:
     table = report_table(evaluation_results)
+    transfer = transfer_table(texture_transfer_results)
     markdown = report_markdown(table, evaluation_results, dataset_info["classes"],
                                f"SSTKD study on {dataset_info['layout']} ({dataset_info['root']})")
+    markdown += transfer_markdown(transfer)
     metrics = {row["model"]: {k: (None if pd.isna(row[k]) else float(row[k]))
                               for k in ("miou", "delta_miou", "boundary_fscore", "boundary_iou", "pixel_accuracy")}
                for _, row in table.iterrows()}
+    for _, row in transfer.iterrows():
+        metrics.setdefault(row["model"], {}).update({f"texture_{k}": float(row[k]) for k in TRANSFER_METRICS})
     return (table, markdown, metrics, plot_miou(table),
-            plot_per_class_iou(evaluation_results, dataset_info["classes"]))
+            plot_per_class_iou(evaluation_results, dataset_info["classes"]), transfer,
+            plot_texture_transfer(texture_transfer_results))
 
 
 def plot_examples(training_cache: dict, dataset_info: dict, evaluation: dict, **models: dict) -> tuple[Figure, Figure]:

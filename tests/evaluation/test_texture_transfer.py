@@ -1,0 +1,81 @@
+import numpy as np
+import pytest
+import torch
+
+from sstkd.evaluation.texture_transfer import (
+    TextureTransferConfig,
+    directional_energy_profile,
+    labels_at_feature_grid,
+    linear_cka,
+    linear_probe,
+    stage1_features,
+    texture_transfer,
+)
+from sstkd.models.segmenter import build_network
+
+
+def test_cka_is_one_for_identical_and_invariant_to_orthogonal_maps_and_isotropic_scale():
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(500, 12, generator=generator)
+    assert linear_cka(x, x) == pytest.approx(1.0, abs=1e-9)
+    rotation, _ = torch.linalg.qr(torch.randn(12, 12, generator=generator))
+    assert linear_cka(x, 3.5 * x @ rotation) == pytest.approx(1.0, abs=1e-6)
+    y = torch.randn(500, 7, generator=generator)  # another width, unrelated
+    assert linear_cka(x, y) < 0.2
+    assert linear_cka(x, y) == pytest.approx(linear_cka(-2 * x @ rotation, y), abs=1e-6)
+
+
+def test_probe_learns_a_linearly_separable_labelling_well_above_chance():
+    generator = torch.Generator().manual_seed(0)
+    directions = torch.randn(4, 16, generator=generator)
+
+    def sample(n):
+        labels = torch.randint(0, 4, (n,), generator=generator)
+        return directions[labels] * 3 + torch.randn(n, 16, generator=generator), labels
+
+    (train_x, train_y), (test_x, test_y) = sample(800), sample(400)
+    scores = linear_probe(train_x, train_y, test_x, test_y, num_classes=4, steps=30)
+    assert scores["accuracy"] > 0.9 and scores["miou"] > 0.8  # chance is 0.25
+    noise = linear_probe(torch.randn(800, 16, generator=generator), train_y, test_x, test_y, 4, steps=30)
+    assert noise["accuracy"] < 0.45
+
+
+def test_directional_profile_is_a_distribution_and_finds_the_orientation():
+    y, x = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    vertical_stripes = torch.sin(2 * torch.pi * 0.25 * x).expand(2, 3, 32, 32)
+    profile = directional_energy_profile(vertical_stripes, levels=2, directions=8, border=0)
+    assert profile.shape == (2, 8)
+    torch.testing.assert_close(profile.sum(), torch.tensor(1.0))
+    assert profile[:, 0].sum() > 0.95  # wave vector along x: direction 0
+    scaled = directional_energy_profile(7 * vertical_stripes, levels=2, directions=8, border=0)
+    torch.testing.assert_close(scaled, profile)
+
+
+def test_labels_are_read_at_the_centre_of_each_feature_cell():
+    masks = np.arange(64, dtype=np.uint8).reshape(1, 8, 8)
+    labels = labels_at_feature_grid(masks, (2, 2))
+    assert labels.tolist() == [[[masks[0, 2, 2], masks[0, 2, 6]], [masks[0, 6, 2], masks[0, 6, 6]]]]
+
+
+def test_the_teacher_is_its_own_reference_and_a_student_is_compared_on_every_measure():
+    torch.manual_seed(0)
+    teacher = build_network({"head": "deeplabv3", "backbone": "resnet10", "head_channels": 8}, 3)
+    student = build_network({"head": "pspnet", "backbone": "resnet10", "head_channels": 8}, 3)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (6, 48, 48, 3), dtype=np.uint8)
+    masks = rng.integers(0, 3, (6, 48, 48)).astype(np.uint8)
+    masks[:, :4] = 255
+    normalization = {"mean": [0.5] * 3, "std": [0.25] * 3}
+    features = {name: {"train": stage1_features(net, images[:4], normalization),
+                       "test": stage1_features(net, images[4:], normalization)}
+                for name, net in (("teacher", teacher), ("student", student))}
+    assert features["teacher"]["test"].shape == (2, teacher.low_level_channels, 12, 12)
+    config = TextureTransferConfig(probe_pixels=200, cka_pixels=100, probe_steps=5, quantization_levels=[4, 8])
+    results = texture_transfer(features, masks[:4], masks[4:], 3, config)
+    reference = results["teacher"]
+    assert reference["profile_l1"] == 0 and reference["intensity_l1"] == 0 and reference["histogram_w1"] == 0
+    assert reference["cka"] == pytest.approx(1.0)
+    other = results["student"]
+    assert 0 < other["profile_l1"] <= 2 and 0 < other["intensity_l1"] <= 1 and 0 < other["cka"] < 1
+    assert set(other["per_quantization"]) == {"4", "8"}
+    assert 0 <= other["probe_accuracy"] <= 1 and 0 <= other["probe_miou"] <= 1
