@@ -21,6 +21,18 @@ def _stage1_like(seed: int = 0, shape=(2, C, 32, 32)) -> torch.Tensor:
     return torch.relu(torch.randn(*shape, generator=torch.Generator().manual_seed(seed))) + 0.05
 
 
+def _sparse_stage1_like(seed: int = 0, shape=(2, C, 32, 32)) -> torch.Tensor:
+    """Post-ReLU features as they also come: exact zeros, a dead region, a dead channel, a 1e-7 channel."""
+    x = torch.relu(torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) - 0.5)
+    x[:, :, :6, :6] = 0.0
+    x[:, 1] = 0.0
+    x[:, 2] = 1e-7 * x[:, 3]
+    return x
+
+
+FEATURES = {"dense": _stage1_like, "sparse": _sparse_stage1_like}
+
+
 def _out(low_level: torch.Tensor) -> SegmentationOutput:
     return SegmentationOutput(torch.zeros(low_level.shape[0], 3, 8, 8), low_level, None, None)
 
@@ -39,18 +51,20 @@ def _degenerate_maps() -> dict[str, torch.Tensor]:
     return {"constant": torch.full((2, C, 32, 32), 0.7), "sparse": sparse, "all_zero": torch.zeros(2, C, 32, 32)}
 
 
+@pytest.mark.parametrize("kind", sorted(FEATURES))
 @pytest.mark.parametrize("name", sorted(LOSSES))
-def test_a_one_in_a_million_perturbation_does_not_change_the_loss(name):
+def test_a_one_in_a_million_perturbation_does_not_change_the_loss(name, kind):
     loss = _with_identity_adapter(LOSSES[name])
-    feat = _stage1_like()
+    feat = FEATURES[kind]()
     value = float(loss(_out(feat * (1 + 1e-6)), _out(feat), {}).detach())
     assert value < 1e-3, f"{name}: loss {value:.4g} between a feature and itself × (1 + 1e-6)"
 
 
+@pytest.mark.parametrize("kind", sorted(FEATURES))
 @pytest.mark.parametrize("name", sorted(LOSSES))
-def test_the_loss_is_invariant_to_a_positive_global_scale_of_either_network(name):
+def test_the_loss_is_invariant_to_a_positive_global_scale_of_either_network(name, kind):
     loss = _with_identity_adapter(LOSSES[name])
-    student, teacher = _stage1_like(1), _stage1_like(0)
+    student, teacher = FEATURES[kind](1), FEATURES[kind](0)
     reference = loss(_out(student), _out(teacher), {})
     for scale in (1e-3, 7.0, 1e3):
         torch.testing.assert_close(loss(_out(student * scale), _out(teacher), {}), reference, rtol=1e-4, atol=1e-5)
@@ -69,7 +83,7 @@ def test_the_statistics_the_loss_compares_are_perturbation_invariant():
 
 
 def test_intensity_is_meaningful_on_the_prepared_features():
-    """The per-pixel intensity must survive the loss's preparation: correlation with the raw-feature intensity."""
+    """The per-pixel intensity must survive the loss's preparation: a 1e-6 perturbation keeps it (correlation)."""
     loss = _with_identity_adapter(StatisticalTextureLoss)
     feat = _stage1_like()
     prepared = loss.module(loss.prepare(feat))[0].intensity

@@ -59,7 +59,8 @@ def test_labels_are_read_at_the_centre_of_each_feature_cell():
 
 def test_the_teacher_is_its_own_reference_and_a_student_is_compared_on_every_measure():
     torch.manual_seed(0)
-    teacher = build_network({"head": "deeplabv3", "backbone": "resnet10", "head_channels": 8}, 3)
+    # A bottleneck teacher: 256 stage-1 channels against the student's 64, as in the paper's pairs.
+    teacher = build_network({"head": "deeplabv3", "backbone": "resnet50", "head_channels": 8}, 3)
     student = build_network({"head": "pspnet", "backbone": "resnet10", "head_channels": 8}, 3)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (6, 48, 48, 3), dtype=np.uint8)
@@ -69,7 +70,7 @@ def test_the_teacher_is_its_own_reference_and_a_student_is_compared_on_every_mea
     features = {name: {"train": stage1_features(net, images[:4], normalization),
                        "test": stage1_features(net, images[4:], normalization)}
                 for name, net in (("teacher", teacher), ("student", student))}
-    assert features["teacher"]["test"].shape == (2, teacher.low_level_channels, 12, 12)
+    assert features["teacher"]["test"].shape == (2, 256, 12, 12) and features["student"]["test"].shape[1] == 64
     config = TextureTransferConfig(probe_pixels=200, cka_pixels=100, probe_steps=5, quantization_levels=[4, 8])
     results = texture_transfer(features, masks[:4], masks[4:], 3, config)
     reference = results["teacher"]
@@ -79,3 +80,4 @@ def test_the_teacher_is_its_own_reference_and_a_student_is_compared_on_every_mea
     assert 0 < other["profile_l1"] <= 2 and 0 < other["intensity_l1"] <= 1 and 0 < other["cka"] < 1
     assert set(other["per_quantization"]) == {"4", "8"}
     assert 0 <= other["probe_accuracy"] <= 1 and 0 <= other["probe_miou"] <= 1
+    assert reference["channels"] == 256 and other["channels"] == 64

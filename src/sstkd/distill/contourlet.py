@@ -206,11 +206,15 @@ def standardize_channels(x: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
 
     Sound for the structural path (its band-pass images are mean-free anyway), not for DTIEM's cosine intensity
     (see ``texture_statistics``). The floor is *relative*: a channel whose spatial std is below ``eps`` × its own
-    RMS is (nearly) flat and is damped, not amplified; an absolute epsilon made the loss depend on activation
-    scale (1.7% at scale 1e-3) and blew rounding noise of flat channels up to O(1e-2).
+    RMS, or below ``eps`` × the sample's RMS, is (nearly) flat or dead and is damped, not amplified; an
+    absolute epsilon made the loss depend on activation scale (1.7% at scale 1e-3) and blew rounding noise of flat
+    channels up to O(1e-2).
     """
     x = x.float()
     mean = x.mean(dim=(-2, -1), keepdim=True)
     std = x.std(dim=(-2, -1), keepdim=True, unbiased=False)
     channel_rms = x.detach().square().mean(dim=(-2, -1), keepdim=True).sqrt()
-    return (x - mean) / (std + eps * channel_rms + 1e-12)
+    # A channel at rounding-noise level relative to the whole sample (a dead channel of a sparse post-ReLU map)
+    # is damped like a flat one, not standardised to unit variance.
+    sample_rms = x.detach().square().mean(dim=(-3, -2, -1), keepdim=True).sqrt()
+    return (x - mean) / (std + eps * (channel_rms + sample_rms) + 1e-12)

@@ -41,6 +41,8 @@ class TextureTransferConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
     train_images: int = Field(64, ge=1)       # training images whose stage-1 pixels the probe is fitted on
+    test_images: int | None = Field(None, ge=1)  # evaluation images measured (evenly spaced); None: all. Stage-1
+                                                 # features of every model are held at once: cap it at paper sizes
     probe_pixels: int = Field(8192, ge=16)    # random subsample of those pixels (fixed seed)
     probe_steps: int = Field(60, ge=1)        # L-BFGS iterations, full batch
     probe_weight_decay: float = Field(1e-4, ge=0)

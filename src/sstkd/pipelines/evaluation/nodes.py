@@ -65,22 +65,26 @@ def measure_texture_transfer(training_cache: dict, dataset_info: dict, evaluatio
     check_cache_matches_info(training_cache, dataset_info, required_splits=("train", params.split))
     device = local_device(params.device)
     train, test = training_cache["train"], training_cache[params.split]
-    picked = np.linspace(0, len(train["images"]) - 1, min(config.train_images, len(train["images"]))).round()
-    picked = np.unique(picked.astype(int))
-    train_images, train_masks = np.array(train["images"][picked]), np.array(train["masks"][picked])
+    train_images, train_masks = _evenly_spaced(train, config.train_images)
+    test_images, test_masks = _evenly_spaced(test, config.test_images or len(test["images"]))
     features = {}
     for name, payload in models.items():
         network = network_from_payload(payload, source=name)
         features[name] = {split: stage1_features(network, images, payload["normalization"], config.batch_size, device)
-                          for split, images in (("train", train_images), ("test", test["images"]))}
-    results = texture_transfer(features, train_masks, np.array(test["masks"]), int(dataset_info["num_classes"]),
-                               config)
+                          for split, images in (("train", train_images), ("test", test_images))}
+    results = texture_transfer(features, train_masks, test_masks, int(dataset_info["num_classes"]), config)
     for name, payload in models.items():
         summary = {k: v for k, v in results[name].items() if isinstance(v, float)}
         tracking.log_metrics(summary, prefix=f"texture.{name}.")
         if payload.get("mlflow_run_id") and tracking.active():  # also on the model's own run
             tracking.log_metrics(summary, prefix="texture_", run_id=payload["mlflow_run_id"])
     return results
+
+
+def _evenly_spaced(split: dict, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` images and masks of a cached split, evenly spaced over it (all of them if it has fewer)."""
+    picked = np.unique(np.linspace(0, len(split["images"]) - 1, min(count, len(split["images"]))).round().astype(int))
+    return np.array(split["images"][picked]), np.array(split["masks"][picked])
 
 
 TRANSFER_METRICS = ("profile_l1", "intensity_l1", "histogram_w1", "cka", "probe_accuracy")
