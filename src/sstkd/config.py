@@ -103,6 +103,7 @@ PARAMETER_GROUPS: dict[str, type[BaseModel] | None] = {
     "distillation": None,
     "evaluation": EvaluationParams,
     "dataset_root": None,  # a dataset env's folder (`--params dataset_root=...`), read by its catalog entry
+    "data_root": None,  # where this run's study lives (`--params data_root=...`; default: conf/<env>/globals.yml)
 }
 
 

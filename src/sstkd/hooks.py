@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 import torch
+from kedro.config import OmegaConfigLoader
 from kedro.framework.hooks import hook_impl
 
 from sstkd import tracking
@@ -58,6 +59,7 @@ class LineageHooks:
         close the MLflow runs of runs that were killed."""
         if self._context is not None:
             _check_dataset_root_is_used(self._context)
+            _check_params_keep_the_study(self._context, pipeline, catalog)
         self._lock = ProjectLock(Path(run_params.get("project_path") or ".") / LOCK_FILE)
         self._lock.acquire(_describe(run_params))
         for run_id in tracking.fail_abandoned_runs():
@@ -91,7 +93,7 @@ class RunTagHooks:
             **tracking.dvc_hashes(),
             "kedro.pipeline": run_params.get("pipeline_names") or run_params.get("pipeline_name") or "__default__",
             "kedro.env": run_params.get("env") or self._lineage.env,
-            "kedro.session_id": run_params.get("session_id", ""),
+            **({"kedro.session_id": run_params["session_id"]} if run_params.get("session_id") else {}),
         })
 
 
@@ -111,3 +113,48 @@ def _check_dataset_root_is_used(context) -> None:
             f"dataset_root={runtime['dataset_root']} is not used by the '{context.env or 'local'}' environment, whose "
             f"raw_dataset is {path or 'undefined'} (the embedded texture mosaics take no dataset_root). Choose a "
             f"dataset env: --env cityscapes|voc|ade20k|generic.")
+
+
+# `--params` keys that change no model: choosing methods, the report, progress output.
+_MODEL_NEUTRAL_PARAMS = ("data_root", "dataset_root", "distillation.run", "evaluation", "training.progress",
+                         "training.log_every", "training.num_workers")
+
+
+def _leaves(values: dict, prefix: str = "") -> dict[str, object]:
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat |= _leaves(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _check_params_keep_the_study(context, pipeline, catalog) -> None:
+    """A ``--params`` run that changes a model's parameters must not silently replace the env's study models.
+
+    It runs when ``data_root`` is given (``data_root=data/try1``: the experiment's own root; the study's own root:
+    replace it on purpose), or when none of the models it would write exists yet.
+    """
+    runtime = context._runtime_params or {}
+    if not runtime or "data_root" in runtime:
+        return
+    loader = context.config_loader
+    committed = _leaves(OmegaConfigLoader(
+        str(loader.conf_source), env=loader.env, base_env=loader.base_env, default_run_env=loader.default_run_env,
+        merge_strategy=loader.merge_strategy, custom_resolvers=None)["parameters"])
+    changed = {key: value for key, value in _leaves(runtime).items()
+               if not key.startswith(_MODEL_NEUTRAL_PARAMS) and committed.get(key, object()) != value}
+    models = [name for name in pipeline.all_outputs() if name == "teacher_model" or name.endswith(".student_model")]
+    existing = [name for name in models if catalog.exists(name)]
+    if changed and existing:
+        root = context.config_loader["globals"].get("data_root", "data")
+        given = ",".join(f"{k}={v}" for k, v in changed.items())
+        raise StudyOverwriteError(
+            f"--params {given} changes the parameters of models the study under {root}/ already has "
+            f"({', '.join(sorted(existing))}); this run would replace them. Give the experiment its own data root: "
+            f"--params {given},data_root={root}-experiment (or data_root={root} to replace the study on purpose).")
+
+
+class StudyOverwriteError(click.ClickException):
+    """Printed by the ``kedro`` CLI as one short message."""

@@ -27,18 +27,18 @@ def project(tmp_path_factory):
 
 
 def test_the_default_pipeline_produces_the_report(project):
-    report = pd.read_csv(project / "data/08_reporting/report.csv")
+    report = pd.read_csv(project / "data/tiny/08_reporting/report.csv")
     assert list(report["model"]) == ["teacher", "baseline", "pixel_kd", "sstkd"]
     assert report["miou"].between(0, 100).all() and report["boundary_fscore"].between(0, 100).all()
     assert report.loc[report.model == "baseline", "delta_miou"].item() == 0
     assert (report["params_millions"] > 0).all() and (report["gflops"] > 0).all()
-    metrics = json.loads((project / "data/08_reporting/metrics.json").read_text())
+    metrics = json.loads((project / "data/tiny/08_reporting/metrics.json").read_text())
     assert set(metrics) == {"teacher", "baseline", "pixel_kd", "sstkd"}
     for figure in ("miou_per_model", "per_class_iou", "qualitative", "texture_modules", "class_frequencies"):
-        assert (project / f"data/08_reporting/{figure}.png").stat().st_size > 5000
-    markdown = (project / "data/08_reporting/report.md").read_text()
+        assert (project / f"data/tiny/08_reporting/{figure}.png").stat().st_size > 5000
+    markdown = (project / "data/tiny/08_reporting/report.md").read_text()
     assert "| sstkd | student |" in markdown and "Per-class IoU" in markdown
-    manifest = pd.read_csv(project / "data/02_intermediate/manifest.csv")
+    manifest = pd.read_csv(project / "data/tiny/02_intermediate/manifest.csv")
     assert manifest.groupby("split").size().to_dict() == {"test": 8, "train": 16, "val": 8}
 
 
@@ -69,7 +69,7 @@ def test_mlflow_records_one_run_with_nested_model_runs_and_lineage(project):
 
 
 def test_lineage_cli_traces_a_model_file_to_data_code_params_and_teacher(project):
-    out = _run(project, "lineage", "--model", "data/06_models/students/sstkd.pt", command=SSTKD).stdout
+    out = _run(project, "lineage", "--model", "data/tiny/06_models/students/sstkd.pt", command=SSTKD).stdout
     assert "git.commit" in out and "data.fingerprint" in out and "losses.structural.levels = 3" in out
     assert "teacher:" in out and "test_miou" in out
     listing = _run(project, "runs", command=SSTKD).stdout
@@ -77,26 +77,26 @@ def test_lineage_cli_traces_a_model_file_to_data_code_params_and_teacher(project
 
 
 def test_one_stage_reruns_alone(project):
-    before = (project / "data/06_models/teacher.pt").stat().st_mtime_ns
+    before = (project / "data/tiny/06_models/teacher.pt").stat().st_mtime_ns
     _run(project, "run", "--env", "tiny", "--pipelines", "evaluation")
     _run(project, "run", "--env", "tiny", "--pipelines", "distillation", "--namespaces", "baseline")
-    assert (project / "data/06_models/teacher.pt").stat().st_mtime_ns == before
+    assert (project / "data/tiny/06_models/teacher.pt").stat().st_mtime_ns == before
 
 
 def test_a_node_trains_data_parallel_with_two_processes(project):
-    model = project / "data/06_models/students/baseline.pt"
+    model = project / "data/tiny/06_models/students/baseline.pt"
     before = model.read_bytes()
     _run(project, "run", "--env", "tiny", "--pipelines", "distillation", "--namespaces", "baseline",
-         "--params", "training.nproc=2,training.seed=7")
-    history = json.loads((project / "data/07_model_output/baseline_history.json").read_text())
+         "--params", "training.nproc=2,training.seed=7,data_root=data/tiny")  # replace on purpose
+    history = json.loads((project / "data/tiny/07_model_output/baseline_history.json").read_text())
     assert len(history) == 1 and 0 <= history[0]["val_miou"] <= 1
     assert model.read_bytes() != before  # retrained (another seed), by the DDP workers, written by the node
 
 
 def test_a_corrupt_image_fails_ingestion_naming_it_and_keeps_the_manifest(project, tmp_path):
-    manifest = project / "data/02_intermediate/manifest.csv"
+    manifest = project / "data/tiny/02_intermediate/manifest.csv"
     before = manifest.read_bytes()
-    raw = project / "data/01_raw/texture_mosaics_tiny/images"
+    raw = project / "data/tiny/01_raw/texture_mosaics/images"
     victim = sorted(raw.glob("*.png"))[0]
     original = victim.read_bytes()
     try:
@@ -174,9 +174,9 @@ def test_data_stages_through_the_kedro_session_api(tmp_path, monkeypatch):
     bootstrap_project(tmp_path)
     with KedroSession.create(project_path=tmp_path, env="tiny") as session:
         session.run(pipeline_names=["data"])
-    statistics = json.loads((tmp_path / "data/08_reporting/dataset_statistics.json").read_text())
+    statistics = json.loads((tmp_path / "data/tiny/08_reporting/dataset_statistics.json").read_text())
     assert statistics["num_images"] == 16 and sum(statistics["class_pixel_counts"]) == 16 * 64 * 64
-    info = json.loads((tmp_path / "data/02_intermediate/dataset_info.json").read_text())
+    info = json.loads((tmp_path / "data/tiny/02_intermediate/dataset_info.json").read_text())
     assert info["hflip_safe"] is False and info["samples"] == {"test": 8, "train": 16, "val": 8}
 
 
@@ -190,20 +190,20 @@ def test_kedro_run_env_trains_exactly_the_envs_methods(project):
     result = _run(project, "run", "--env", "tiny_methods", "--pipelines", "distillation")
     log = output(result)
     assert "cwd.train_student" in log and "baseline.train_student" in log and "sstkd.train_student" not in log
-    assert (project / "data/06_models/students/cwd.pt").is_file()
+    assert (project / "data/tiny/06_models/students/cwd.pt").is_file()
 
 
 def test_params_on_the_command_line_choose_the_methods(project):
-    before = (project / "data/06_models/students/baseline.pt").stat().st_mtime_ns
+    before = (project / "data/tiny/06_models/students/baseline.pt").stat().st_mtime_ns
     log = output(_run(project, "run", "--env", "tiny", "--pipelines", "distillation",
                       "--params", "distillation.run=[skd]"))
     assert "skd.train_student" in log and "baseline.train_student" not in log
-    assert (project / "data/06_models/students/skd.pt").is_file()
-    assert (project / "data/06_models/students/baseline.pt").stat().st_mtime_ns == before
+    assert (project / "data/tiny/06_models/students/skd.pt").is_file()
+    assert (project / "data/tiny/06_models/students/baseline.pt").stat().st_mtime_ns == before
 
 
 def test_a_cache_older_than_the_ingested_data_is_refused(project):
-    mask = sorted((project / "data/01_raw/texture_mosaics_tiny/masks").glob("train_*.png"))[0]
+    mask = sorted((project / "data/tiny/01_raw/texture_mosaics/masks").glob("train_*.png"))[0]
     original = mask.read_bytes()
     from PIL import Image
 
@@ -230,7 +230,7 @@ def test_a_second_run_is_refused_and_a_killed_run_is_marked_failed(project):
     lock = project / "data" / ".sstkd-run.lock"
     already = set(_mlflow_runs(project))
     first = subprocess.Popen([str(KEDRO), "run", "--env", "tiny", "--pipelines", "teacher", "--params",
-                              "teacher.training.epochs=200,training.seed=11"], cwd=project,
+                              "teacher.training.epochs=200,training.seed=11,data_root=data/tiny"], cwd=project,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              env=dict(os.environ, DO_NOT_TRACK="1", MPLBACKEND="Agg"))
     try:

@@ -34,9 +34,9 @@ def test_the_readme_data_command_reads_the_dataset_where_the_user_put_it(project
     before = _digest(tmp_path / env)
     # README: export SSTKD_DATASET_ROOT=/data/<dataset>; kedro run --env <dataset> --pipelines data
     run(project, "run", "--env", env, "--pipelines", "data", env={"SSTKD_DATASET_ROOT": str(tmp_path / env)})
-    manifest = pd.read_csv(project / "data/02_intermediate/manifest.csv")
+    manifest = pd.read_csv(project / f"data/{env}/02_intermediate/manifest.csv")  # the env's own data root
     assert manifest.groupby("split").size().to_dict() == samples
-    assert (project / "data/05_model_input/cache/meta.json").is_file()
+    assert (project / f"data/{env}/05_model_input/cache/meta.json").is_file()
     assert _digest(tmp_path / env) == before  # read, never written
 
 
