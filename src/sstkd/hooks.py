@@ -51,6 +51,7 @@ class LineageHooks:
         if "OMP_NUM_THREADS" not in os.environ:
             torch.set_num_threads(max(1, os.cpu_count() or 1))
         self.env = context.env or "local"
+        tracking.set_run_context(**{"kedro.env": self.env})  # recorded in each model file's lineage
         self._context = context
 
     @hook_impl(tryfirst=True)
@@ -120,16 +121,6 @@ _MODEL_NEUTRAL_PARAMS = ("data_root", "dataset_root", "distillation.run", "evalu
                          "training.log_every", "training.num_workers")
 
 
-def _leaves(values: dict, prefix: str = "") -> dict[str, object]:
-    flat = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            flat |= _leaves(value, f"{prefix}{key}.")
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def _check_params_keep_the_study(context, pipeline, catalog) -> None:
     """A ``--params`` run that changes a model's parameters must not silently replace the env's study models.
 
@@ -140,10 +131,10 @@ def _check_params_keep_the_study(context, pipeline, catalog) -> None:
     if not runtime or "data_root" in runtime:
         return
     loader = context.config_loader
-    committed = _leaves(OmegaConfigLoader(
+    committed = tracking.flat_keys(OmegaConfigLoader(
         str(loader.conf_source), env=loader.env, base_env=loader.base_env, default_run_env=loader.default_run_env,
         merge_strategy=loader.merge_strategy, custom_resolvers=None)["parameters"])
-    changed = {key: value for key, value in _leaves(runtime).items()
+    changed = {key: value for key, value in tracking.flat_keys(runtime).items()
                if not key.startswith(_MODEL_NEUTRAL_PARAMS) and committed.get(key, object()) != value}
     models = [name for name in pipeline.all_outputs() if name == "teacher_model" or name.endswith(".student_model")]
     existing = [name for name in models if catalog.exists(name)]
