@@ -68,8 +68,13 @@ class LineageHooks:
                         "marked FAILED", run_id)
 
     @hook_impl
-    def after_pipeline_run(self) -> None:
+    def after_pipeline_run(self, pipeline) -> None:
         self._release()
+        if self._context is not None and "report_markdown" in pipeline.all_outputs():
+            entry = self._context.config_loader["catalog"].get("report_markdown") or {}
+            path = (entry.get("dataset") or entry).get("filepath")
+            if path:
+                log.info("The report is in %s (figures and metrics.json beside it)", path)
 
     @hook_impl
     def on_pipeline_error(self) -> None:

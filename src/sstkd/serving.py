@@ -8,16 +8,11 @@ from a public index. Nothing here needs Kedro.
 
 from __future__ import annotations
 
-import warnings
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import mlflow.pyfunc
 import numpy as np
-
-# The signature is given explicitly (a uint8 tensor of dynamic shape, sstkd.tracking): MLflow's request for an
-# input example does not apply.
-warnings.filterwarnings("ignore", message=r".*An input example was not provided when logging the model")
 
 # Third-party packages the served code imports (sstkd itself travels with the model as code).
 SERVING_PACKAGES = ("torch", "torchvision", "numpy", "pydantic", "tqdm", "pillow", "cityscapesscripts")

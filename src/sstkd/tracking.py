@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -162,7 +163,9 @@ def log_segmentation_model(network: torch.nn.Module, payload: dict, registered_n
     signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, 3))]),
                                outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1))]))
     served = {key: payload[key] for key in ("name", "network", "num_classes", "class_names", "normalization")}
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
+        # the signature is explicit (dynamic shape): MLflow's request for an input example does not apply
+        warnings.filterwarnings("ignore", message=r".*An input example was not provided")
         weights = Path(folder) / "model.pt"
         atomic_save(served | {"state_dict": network.state_dict()}, weights)
         mlflow.pyfunc.log_model(

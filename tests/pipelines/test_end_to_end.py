@@ -83,6 +83,43 @@ def test_one_stage_reruns_alone(project):
     assert (project / "data/tiny/06_models/teacher.pt").stat().st_mtime_ns == before
 
 
+def test_the_env_writes_only_under_its_own_data_root_and_records_no_machine_path(project):
+    assert (project / "data/tiny/06_models/teacher.pt").is_file()
+    assert not (project / "data/06_models").exists() and not (project / "data/01_raw/texture_mosaics").exists()
+    info = json.loads((project / "data/tiny/02_intermediate/dataset_info.json").read_text())
+    assert info["root"] == "data/tiny/01_raw/texture_mosaics"
+    ignored = subprocess.run(["git", "check-ignore", "-q", "data/tiny/08_reporting/metrics.json"], cwd=project)
+    assert ignored.returncode == 1  # committed: `dvc metrics diff` reads it at every revision
+
+
+def test_a_rerun_that_changes_nothing_logs_nothing_and_keeps_the_models_run(project):
+    from sstkd.training.checkpoint import load_checkpoint
+
+    model = project / "data/tiny/06_models/teacher.pt"
+    recorded = load_checkpoint(model)["mlflow_run_id"]
+    assert recorded and load_checkpoint(model)["lineage"]["mlflow_run_id"] == recorded
+    with sqlite3.connect(project / "mlflow.db") as db:
+        before = db.execute("select count(*) from runs where name = 'teacher'").fetchone()[0]
+        versions = db.execute("select count(*) from model_versions").fetchone()[0]
+    log = output(_run(project, "run", "--env", "tiny", "--pipelines", "teacher"))
+    assert f"teacher is up to date (trained in run {recorded})" in log
+    assert load_checkpoint(model)["mlflow_run_id"] == recorded
+    with sqlite3.connect(project / "mlflow.db") as db:
+        assert db.execute("select count(*) from runs where name = 'teacher'").fetchone()[0] == before
+        assert db.execute("select count(*) from model_versions").fetchone()[0] == versions
+        names = {row[0] for row in db.execute("select name from registered_models")}
+    assert {"sstkd-generic-teacher", "sstkd-generic-sstkd"} <= names, names
+
+
+def test_params_that_change_a_model_do_not_silently_replace_the_study(project):
+    model = project / "data/tiny/06_models/teacher.pt"
+    before = model.stat().st_mtime_ns
+    result = _run(project, "run", "--env", "tiny", "--pipelines", "teacher", "--params", "training.epochs=2",
+                  check=False)
+    assert result.returncode != 0 and "data_root=data/tiny-experiment" in output(result)
+    assert len((result.stdout + result.stderr).splitlines()) < 40 and model.stat().st_mtime_ns == before
+
+
 def test_a_node_trains_data_parallel_with_two_processes(project):
     model = project / "data/tiny/06_models/students/baseline.pt"
     before = model.read_bytes()
@@ -150,6 +187,7 @@ def test_notebooks_run_on_a_real_study(project, notebook, monkeypatch):
     matplotlib.use("Agg")
     cells = json.loads((ROOT / "notebooks" / notebook).read_text())["cells"]
     monkeypatch.chdir(project)
+    monkeypatch.setenv("SSTKD_DATA_ROOT", "data/tiny")  # the tiny env's data root
     namespace: dict = {}
     for cell in cells:
         if cell["cell_type"] == "code":
