@@ -100,7 +100,14 @@ class RunTagHooks:
             "kedro.pipeline": run_params.get("pipeline_names") or run_params.get("pipeline_name") or "__default__",
             "kedro.env": run_params.get("env") or self._lineage.env,
             **({"kedro.session_id": run_params["session_id"]} if run_params.get("session_id") else {}),
+            # kedro-mlflow's `runner` tag is an object's repr (`<... object at 0x7f...>`): keep the class name
+            "runner": _class_name(run_params.get("runner")),
         })
+
+
+def _class_name(runner) -> str:
+    text = runner if isinstance(runner, str) else type(runner).__name__
+    return text.split(" object at ")[0].lstrip("<").rsplit(".", 1)[-1]
 
 
 def _describe(run_params: dict) -> str:

@@ -119,6 +119,22 @@ def flat_keys(values: dict, prefix: str = "") -> dict:
     return flat
 
 
+def log_data_input(dataset_info: dict, context: str = "training") -> None:
+    """Record the run's data as an MLflow dataset input (name: the layout, digest: the data fingerprint)."""
+    if not active():
+        return
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    with warnings.catch_warnings():  # a local path matches two equivalent local source types: either is right
+        warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways")
+        source = resolve_dataset_source(str(dataset_info.get("root", ".")))
+    dataset = MetaDataset(source=source,
+                          name=str(dataset_info.get("layout", "data")),
+                          digest=str(dataset_info.get("fingerprint", ""))[:16])
+    mlflow.log_input(dataset, context=context)
+
+
 def log_params(params: dict, prefix: str = "") -> None:
     if not active():
         return

@@ -64,6 +64,9 @@ def test_mlflow_records_one_run_with_nested_model_runs_and_lineage(project):
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    assert by_run[parent]["runner"] == "SequentialRunner" and "kedro.session_id" not in by_run[parent]
+    inputs = client.get_run(sstkd_id).inputs.dataset_inputs
+    assert [i.dataset.digest for i in inputs] == [by_run[parent]["data.fingerprint"][:16]]
     artifacts = {a.path for a in client.list_artifacts(parent)}  # the report, logged by MlflowArtifactDataset
     assert {"report.md", "report.csv", "metrics.json", "texture_modules.png"} <= artifacts, artifacts
 

@@ -49,6 +49,7 @@ def train_and_track(name: str, role: str, cache: dict, dataset_info: dict, stati
         tags["sstkd.teacher_fingerprint"] = teacher_payload.get("fingerprint", "")
     with tracking.nested_run(name, tags) as run_id:
         tracking.log_params({"network": network.model_dump(), "losses": losses, "training": training.model_dump()})
+        tracking.log_data_input(dataset_info)
         if training.nproc > 1 or training.nnodes != "1":
             results = run_data_parallel(training.nproc, kwargs, training.nnodes, training.rdzv_endpoint)
             payload, history = results[min(results)]
