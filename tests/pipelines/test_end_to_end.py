@@ -88,11 +88,16 @@ def test_one_stage_reruns_alone(project):
 
 def test_the_env_writes_only_under_its_own_data_root_and_records_no_machine_path(project):
     assert (project / "data/tiny/06_models/teacher.pt").is_file()
-    assert not (project / "data/06_models").exists() and not (project / "data/01_raw/texture_mosaics").exists()
+    outside = [path for path in (project / "data").rglob("*") if path.is_file() and
+               not path.is_relative_to(project / "data/tiny") and path.name != ".sstkd-run.lock"]
+    assert outside == []  # the default study's root (data/) is untouched
     info = json.loads((project / "data/tiny/02_intermediate/dataset_info.json").read_text())
     assert info["root"] == "data/tiny/01_raw/texture_mosaics"
     ignored = subprocess.run(["git", "check-ignore", "-q", "data/tiny/08_reporting/metrics.json"], cwd=project)
     assert ignored.returncode == 1  # committed: `dvc metrics diff` reads it at every revision
+
+
+TEACHER_RUNS = "select count(*) from tags where key = 'sstkd.model' and value = 'teacher'"  # the model's own runs
 
 
 def test_a_rerun_that_changes_nothing_logs_nothing_and_keeps_the_models_run(project):
@@ -102,13 +107,13 @@ def test_a_rerun_that_changes_nothing_logs_nothing_and_keeps_the_models_run(proj
     recorded = load_checkpoint(model)["mlflow_run_id"]
     assert recorded and load_checkpoint(model)["lineage"]["mlflow_run_id"] == recorded
     with sqlite3.connect(project / "mlflow.db") as db:
-        before = db.execute("select count(*) from runs where name = 'teacher'").fetchone()[0]
+        before = db.execute(TEACHER_RUNS).fetchone()[0]
         versions = db.execute("select count(*) from model_versions").fetchone()[0]
     log = output(_run(project, "run", "--env", "tiny", "--pipelines", "teacher"))
     assert f"teacher is up to date (trained in run {recorded})" in log
     assert load_checkpoint(model)["mlflow_run_id"] == recorded
     with sqlite3.connect(project / "mlflow.db") as db:
-        assert db.execute("select count(*) from runs where name = 'teacher'").fetchone()[0] == before
+        assert db.execute(TEACHER_RUNS).fetchone()[0] == before
         assert db.execute("select count(*) from model_versions").fetchone()[0] == versions
         names = {row[0] for row in db.execute("select name from registered_models")}
     assert {"sstkd-generic-teacher", "sstkd-generic-sstkd"} <= names, names
@@ -154,7 +159,9 @@ def test_a_corrupt_image_fails_ingestion_naming_it_and_keeps_the_manifest(projec
     ("teacher.network.backbon=resnet18", "teacher.network.backbon: Extra inputs are not permitted"),
 ])
 def test_a_wrong_parameter_fails_early_naming_the_key(project, override, message):
-    result = _run(project, "run", "--env", "tiny", "--pipelines", "teacher", "--params", override, check=False)
+    # data_root: the run may replace the tiny study's teacher (without it, the study-overwrite check answers first)
+    result = _run(project, "run", "--env", "tiny", "--pipelines", "teacher", "--params", f"{override},data_root=data/tiny",
+                  check=False)
     assert result.returncode != 0
     assert message in " ".join((result.stdout + result.stderr).split())
 
