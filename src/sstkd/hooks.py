@@ -16,6 +16,7 @@ from sstkd import tracking
 from sstkd.config import ParameterError, check_parameter_groups
 from sstkd.locking import ProjectLock
 from sstkd.pipeline_registry import use_run_parameters
+from sstkd.training.recipe import RUN_ONLY_TRAINING_KEYS
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +129,9 @@ def _check_dataset_root_is_used(context) -> None:
             f"dataset env: --env cityscapes|voc|ade20k|generic.")
 
 
-# `--params` keys that change no model: choosing methods, the report, progress output.
-_MODEL_NEUTRAL_PARAMS = ("data_root", "dataset_root", "distillation.run", "evaluation", "training.progress",
-                         "training.log_every", "training.num_workers")
+# `--params` keys that change no model: choosing methods, the report, how training runs (not what it makes).
+_MODEL_NEUTRAL_PARAMS = ("data_root", "dataset_root", "distillation.run", "evaluation",
+                         *(f"training.{key}" for key in RUN_ONLY_TRAINING_KEYS))
 
 
 def _check_params_keep_the_study(context, pipeline, catalog) -> None:

@@ -20,11 +20,14 @@ def fingerprint_of(*parts) -> str:
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+# Training keys that decide where and how a run executes, not what it produces: outside the fingerprint.
+RUN_ONLY_TRAINING_KEYS = ("progress", "log_every", "num_workers", "nproc", "rdzv_endpoint", "nnodes", "checkpoint_root")
+
+
 def training_fingerprint(name: str, network_config: NetworkConfig, losses: dict, training: TrainingConfig,
                          dataset_info: dict, teacher_payload: dict | None = None) -> str:
     """A hash of everything that decides what training ``name`` produces (not where or how verbosely it runs)."""
-    return fingerprint_of(name, network_config.model_dump(), losses, training.model_dump(
-        exclude={"progress", "log_every", "num_workers", "nproc", "rdzv_endpoint", "nnodes", "checkpoint_root"}),
+    return fingerprint_of(name, network_config.model_dump(), losses, training.model_dump(exclude=set(RUN_ONLY_TRAINING_KEYS)),
         dataset_info.get("fingerprint"), teacher_payload.get("fingerprint") if teacher_payload else None)
 
 
