@@ -21,6 +21,8 @@ def logged_model(tmp_path, monkeypatch):
     network = build_network(config, len(CLASSES)).eval()
     payload = {"name": "sstkd", "network": config.model_dump(), "num_classes": len(CLASSES), "class_names": CLASSES,
                "normalization": {"mean": [0.4, 0.5, 0.6], "std": [0.2, 0.25, 0.3]}, "fingerprint": "f" * 16}
+    while mlflow.active_run():  # a run an in-process Kedro session of another test left open
+        mlflow.end_run()
     mlflow.set_experiment("sstkd")
     with mlflow.start_run() as run:
         tracking.log_segmentation_model(network, payload, registered_name="sstkd-generic-sstkd")
