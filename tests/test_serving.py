@@ -1,5 +1,7 @@
 """A logged model serves: loaded back through MLflow, it labels raw uint8 images of any batch and size."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 import mlflow
 import numpy as np
 import pytest
@@ -21,12 +23,17 @@ def logged_model(tmp_path, monkeypatch):
     network = build_network(config, len(CLASSES)).eval()
     payload = {"name": "sstkd", "network": config.model_dump(), "num_classes": len(CLASSES), "class_names": CLASSES,
                "normalization": {"mean": [0.4, 0.5, 0.6], "std": [0.2, 0.25, 0.3]}, "fingerprint": "f" * 16}
-    while mlflow.active_run():  # a run an in-process Kedro session of another test left open
-        mlflow.end_run()
     mlflow.set_experiment("sstkd")
-    with mlflow.start_run() as run:
-        tracking.log_segmentation_model(network, payload, registered_name="sstkd-generic-sstkd")
-    yield f"runs:/{run.info.run_id}/model", network, payload
+
+    def log() -> str:
+        with mlflow.start_run() as run:
+            tracking.log_segmentation_model(network, payload, registered_name="sstkd-generic-sstkd")
+        return run.info.run_id
+
+    # MLflow's active-run stack is per thread: an in-process Kedro session of another test may leave its run open
+    with ThreadPoolExecutor(1) as pool:
+        run_id = pool.submit(log).result()
+    yield f"runs:/{run_id}/model", network, payload
     mlflow.set_tracking_uri(None)
 
 
