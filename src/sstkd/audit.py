@@ -1,8 +1,9 @@
 """The ``sstkd`` command: audit what produced a model (not ``cli.py``: Kedro reserves that name for project commands).
 
-    sstkd runs                      recent MLflow runs of the study (id, name, role, mIoU)
+    sstkd runs                      recent MLflow runs (id, name, role, model, status, start, duration, mIoU)
     sstkd lineage RUN_ID            data version, code commit, parameters, teacher and metrics of one run
-    sstkd lineage --model PATH      the same, for a model file written by the pipeline (data/06_models/...)
+    sstkd lineage --model PATH      the lineage record inside a model file (commit, data, parameters, teacher, run),
+                                    plus what this store has of its run; works on a pulled file without the store
 
 The tracking store is the one in ``conf/base/mlflow.yml`` (``--tracking-uri`` overrides it).
 """
@@ -10,6 +11,7 @@ The tracking store is the one in ``conf/base/mlflow.yml`` (``--tracking-uri`` ov
 from __future__ import annotations
 
 import argparse
+import datetime
 import signal
 import sys
 from pathlib import Path
@@ -71,18 +73,55 @@ def describe_run(client, run_id: str, depth: int = 0, out=sys.stdout) -> dict:
     return result
 
 
+def describe_model(client, path: Path, out=sys.stdout) -> dict:
+    """Print the lineage record stored in a model file (no store needed), then what this store has of its run."""
+    from sstkd import tracking
+    from sstkd.training.checkpoint import load_checkpoint
+
+    payload = load_checkpoint(path)
+    record = payload.get("lineage")
+    if not record:
+        raise SystemExit(f"{path} carries no lineage record (written before sstkd recorded one: retrain it)")
+    print(f"model {path}  ({record.get('model')}, {record.get('role')})", file=out)
+    print("  lineage (from the model file):", file=out)
+    for key in ("git_commit", "git_dirty", "kedro_env", "data_fingerprint", "data_layout", "fingerprint",
+                "mlflow_run_id", "best_val_miou", "trained_at"):
+        print(f"    {key:24s} {record.get(key)}", file=out)
+    print("  parameters:", file=out)
+    for key, value in sorted(tracking.flat_keys(record.get("parameters") or {}).items()):
+        print(f"    {key} = {value}", file=out)
+    teacher = record.get("teacher")
+    if teacher:
+        print("  teacher:", file=out)
+        for key, value in teacher.items():
+            print(f"    {key:24s} {value}", file=out)
+    run_id = record.get("mlflow_run_id")
+    result = {"record": record}
+    if tracking.run_exists(run_id, client):
+        print("  in this MLflow store:", file=out)
+        result["run"] = describe_run(client, run_id, depth=2, out=out)
+    else:
+        print(f"  MLflow run {run_id or '(none)'} is not in this store (trained elsewhere): the record above is "
+              "the model file's own", file=out)
+    return result
+
+
 def list_runs(client, out=sys.stdout, limit: int = 30) -> None:
     experiment = client.get_experiment_by_name("sstkd")
     if experiment is None:
         raise SystemExit("no 'sstkd' experiment in this store yet: run `kedro run` first")
     runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=limit)
-    print(f"{'run id':34s} {'name':24s} {'role':8s} {'test mIoU':>9s}  commit", file=out)
+    print(f"{'run id':34s} {'name':20s} {'role':8s} {'model':10s} {'status':9s} {'started (UTC)':16s} "
+          f"{'duration':>8s} {'test mIoU':>9s}  commit", file=out)
     for run in runs:
-        tags, metrics = run.data.tags, run.data.metrics
+        tags, metrics, info = run.data.tags, run.data.metrics, run.info
         miou = metrics.get("test_miou")
-        print(f"{run.info.run_id:34s} {tags.get('mlflow.runName', '')[:24]:24s} {tags.get('sstkd.role', 'pipeline'):8s} "
+        started = datetime.datetime.fromtimestamp(info.start_time / 1000, datetime.UTC).strftime("%Y-%m-%d %H:%M")
+        duration = f"{(info.end_time - info.start_time) / 1000:7.0f}s" if info.end_time else "running"
+        status = info.status if info.status != "FAILED" else "FAILED !"
+        print(f"{info.run_id:34s} {tags.get('mlflow.runName', '')[:20]:20s} {tags.get('sstkd.role', 'pipeline'):8s} "
+              f"{tags.get('sstkd.model', '')[:10]:10s} {status:9s} {started:16s} {duration:>8s} "
               f"{'' if miou is None else f'{100 * miou:9.2f}'}  {tags.get('git.commit', '')[:10]}", file=out)
-
 
 def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `sstkd lineage ... | head` ends quietly
@@ -98,16 +137,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "runs":
         list_runs(client)
         return
-    run_id = args.run_id
     if args.model is not None:
-        from sstkd.training.checkpoint import load_checkpoint
-
-        run_id = load_checkpoint(args.model).get("mlflow_run_id")
-        if not run_id:
-            raise SystemExit(f"{args.model} records no MLflow run (was it trained with tracking on?)")
-    if not run_id:
+        describe_model(client, args.model)
+        return
+    if not args.run_id:
         parser.error("give a RUN_ID or --model PATH")
-    describe_run(client, run_id)
+    describe_run(client, args.run_id)
 
 
 if __name__ == "__main__":

@@ -107,6 +107,7 @@ PARAMETER_GROUPS: dict[str, type[BaseModel] | None] = {
     "evaluation": EvaluationParams,
     "dataset_root": None,  # a dataset env's folder (`--params dataset_root=...`), read by its catalog entry
     "use_sbd_aug": None,  # the voc env: train on SBD's VOC aug (default) or VOC's own train split
+    "data_root": None,  # where this run's study lives (`--params data_root=...`; default: conf/<env>/globals.yml)
 }
 
 

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import click
 import torch
+from kedro.config import OmegaConfigLoader
 from kedro.framework.hooks import hook_impl
 
 from sstkd import tracking
 from sstkd.config import ParameterError, check_parameter_groups
 from sstkd.locking import ProjectLock
 from sstkd.pipeline_registry import use_run_parameters
+from sstkd.training.recipe import RUN_ONLY_TRAINING_KEYS
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,7 @@ class LineageHooks:
         if "OMP_NUM_THREADS" not in os.environ:
             torch.set_num_threads(max(1, os.cpu_count() or 1))
         self.env = context.env or "local"
+        tracking.set_run_context(**{"kedro.env": self.env})  # recorded in each model file's lineage
         self._context = context
         self._parameters = parameters
 
@@ -62,6 +65,7 @@ class LineageHooks:
         close the MLflow runs of this project's runs that were killed."""
         if self._context is not None:
             _check_dataset_root_is_used(self._context, self._parameters)
+            _check_params_keep_the_study(self._context, pipeline, catalog)
         project = Path(run_params.get("project_path") or ".").resolve()
         if str((self._parameters.get("training") or {}).get("nnodes", "1")) != "1":
             # Every node runs the same command, often on a shared file system: a lock would refuse node 2.
@@ -73,8 +77,13 @@ class LineageHooks:
                         "(killed?): marked FAILED", run_id)
 
     @hook_impl
-    def after_pipeline_run(self) -> None:
+    def after_pipeline_run(self, pipeline) -> None:
         self._release()
+        if self._context is not None and "report_markdown" in pipeline.all_outputs():
+            entry = self._context.config_loader["catalog"].get("report_markdown") or {}
+            path = (entry.get("dataset") or entry).get("filepath")
+            if path:
+                log.info("The report is in %s (figures and metrics.json beside it)", path)
 
     @hook_impl
     def on_pipeline_error(self) -> None:
@@ -98,9 +107,16 @@ class RunTagHooks:
             **tracking.dvc_hashes(),
             "kedro.pipeline": run_params.get("pipeline_names") or run_params.get("pipeline_name") or "__default__",
             "kedro.env": run_params.get("env") or self._lineage.env,
-            "kedro.session_id": run_params.get("session_id", ""),
+            **({"kedro.session_id": run_params["session_id"]} if run_params.get("session_id") else {}),
+            # kedro-mlflow's `runner` tag is an object's repr (`<... object at 0x7f...>`): keep the class name
+            "runner": _class_name(run_params.get("runner")),
             **tracking.process_tags(Path(run_params.get("project_path") or ".").resolve()),
         })
+
+
+def _class_name(runner) -> str:
+    text = runner if isinstance(runner, str) else type(runner).__name__
+    return text.split(" object at ")[0].lstrip("<").rsplit(".", 1)[-1]
 
 
 def _describe(run_params: dict) -> str:
@@ -125,3 +141,38 @@ def _check_dataset_root_is_used(context, parameters: dict) -> None:
     if variable and path != variable:
         log.warning("SSTKD_DATASET_ROOT=%s is set but the '%s' environment does not read it: this run uses %s",
                     variable, env, path)
+
+
+# `--params` keys that change no model: choosing methods, the report, how training runs (not what it makes).
+_MODEL_NEUTRAL_PARAMS = ("data_root", "dataset_root", "use_sbd_aug", "distillation.run", "evaluation",
+                         *(f"training.{key}" for key in RUN_ONLY_TRAINING_KEYS))
+
+
+def _check_params_keep_the_study(context, pipeline, catalog) -> None:
+    """A ``--params`` run that changes a model's parameters must not silently replace the env's study models.
+
+    It runs when ``data_root`` is given (``data_root=data/try1``: the experiment's own root; the study's own root:
+    replace it on purpose), or when none of the models it would write exists yet.
+    """
+    runtime = context._runtime_params or {}
+    if not runtime or "data_root" in runtime:
+        return
+    loader = context.config_loader
+    committed = tracking.flat_keys(OmegaConfigLoader(
+        str(loader.conf_source), env=loader.env, base_env=loader.base_env, default_run_env=loader.default_run_env,
+        merge_strategy=loader.merge_strategy, custom_resolvers=None)["parameters"])
+    changed = {key: value for key, value in tracking.flat_keys(runtime).items()
+               if not key.startswith(_MODEL_NEUTRAL_PARAMS) and committed.get(key, object()) != value}
+    models = [name for name in pipeline.all_outputs() if name == "teacher_model" or name.endswith(".student_model")]
+    existing = [name for name in models if catalog.exists(name)]
+    if changed and existing:
+        root = context.config_loader["globals"].get("data_root", "data")
+        given = ",".join(f"{k}={v}" for k, v in changed.items())
+        raise StudyOverwriteError(
+            f"--params {given} changes the parameters of models the study under {root}/ already has "
+            f"({', '.join(sorted(existing))}); this run would replace them. Give the experiment its own data root: "
+            f"--params {given},data_root={root}-experiment (or data_root={root} to replace the study on purpose).")
+
+
+class StudyOverwriteError(click.ClickException):
+    """Printed by the ``kedro`` CLI as one short message."""

@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import subprocess
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -82,6 +83,31 @@ def fail_abandoned_runs(project: Path) -> list[str]:
     return [run.info.run_id for run in stale]
 
 
+_run_context: dict[str, str] = {}
+
+
+def set_run_context(**tags: str) -> None:
+    """Facts about the running session that the library cannot know (e.g. ``kedro.env``), set by the project hook."""
+    _run_context.update(tags)
+
+
+def run_context() -> dict[str, str]:
+    return dict(_run_context)
+
+
+def run_exists(run_id: str | None, client: mlflow.MlflowClient | None = None) -> bool:
+    """Whether ``run_id`` is a run of the current tracking store (a pulled model's run may be in another one)."""
+    if not run_id:
+        return False
+    from mlflow.exceptions import MlflowException
+
+    try:
+        (client or mlflow.MlflowClient()).get_run(run_id)
+        return True
+    except MlflowException:
+        return False
+
+
 def active() -> bool:
     return mlflow.active_run() is not None
 
@@ -104,20 +130,38 @@ def nested_run(name: str, tags: dict[str, str] | None = None):
         yield run.info.run_id
 
 
+def flat_keys(values: dict, prefix: str = "") -> dict:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}``."""
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat |= flat_keys(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def log_data_input(dataset_info: dict, context: str = "training") -> None:
+    """Record the run's data as an MLflow dataset input (name: the layout, digest: the data fingerprint)."""
+    if not active():
+        return
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    with warnings.catch_warnings():  # a local path matches two equivalent local source types: either is right
+        warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways")
+        source = resolve_dataset_source(str(dataset_info.get("root", ".")))
+    dataset = MetaDataset(source=source,
+                          name=str(dataset_info.get("layout", "data")),
+                          digest=str(dataset_info.get("fingerprint", ""))[:16])
+    mlflow.log_input(dataset, context=context)
+
+
 def log_params(params: dict, prefix: str = "") -> None:
     if not active():
         return
-    flat = {}
-
-    def walk(value, key):
-        if isinstance(value, dict):
-            for k, v in value.items():
-                walk(v, f"{key}.{k}" if key else str(k))
-        else:
-            flat[key] = json.dumps(value) if isinstance(value, list | tuple) else value
-
-    walk(params, prefix)
-    mlflow.log_params({k: str(v)[:6000] for k, v in flat.items()})
+    flat = flat_keys(params, f"{prefix}." if prefix else "")
+    mlflow.log_params({k: str(json.dumps(v) if isinstance(v, list | tuple) else v)[:6000] for k, v in flat.items()})
 
 
 def log_metrics(metrics: dict, prefix: str = "", step: int | None = None, run_id: str | None = None) -> None:
@@ -138,30 +182,34 @@ def epoch_logger(prefix: str = ""):
     return callback
 
 
-class LogitsOnly(torch.nn.Module):
-    """The served form of a network: images ``(B, 3, H, W)`` → class scores ``(B, K, H, W)``."""
+def log_segmentation_model(network: torch.nn.Module, payload: dict, registered_name: str | None = None) -> None:
+    """Log ``network`` as a pyfunc model (:class:`sstkd.serving.SegmentationModel`) that takes uint8 images of any
+    batch and size, registered as ``registered_name`` (e.g. ``sstkd-generic-sstkd``).
 
-    def __init__(self, network: torch.nn.Module):
-        super().__init__()
-        self.network = network
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.network(images).logits
-
-
-def log_torch_model(model: torch.nn.Module, example_input: np.ndarray, name: str = "model") -> None:
-    """Log ``model`` with ``mlflow.pytorch``, with a signature inferred from ``example_input``.
-
-    Requirements are given, not inferred, and torch.export is skipped: inference of both took ~15 s per model.
+    Requirements are given, not inferred (inference took ~15 s per model); the sstkd code ships with the model.
     """
     if not active():
         return
-    import mlflow.pytorch
-    from mlflow.models import infer_signature
+    import tempfile
 
-    wrapped = LogitsOnly(model.cpu().eval())
-    with torch.no_grad():
-        output = wrapped(torch.from_numpy(example_input)).numpy()
-    requirements = [f"torch=={torch.__version__.split('+')[0]}", f"sstkd=={sstkd.__version__}"]
-    mlflow.pytorch.log_model(wrapped, name=name, signature=infer_signature(example_input, output),
-                             input_example=example_input, pip_requirements=requirements, export_model=False)
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    from sstkd import serving
+    from sstkd.training.checkpoint import atomic_save
+
+    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, 3))]),
+                               outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1))]))
+    served = {key: payload[key] for key in ("name", "network", "num_classes", "class_names", "normalization")}
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
+        # the signature is explicit (dynamic shape): MLflow's request for an input example does not apply
+        warnings.filterwarnings("ignore", message=r".*An input example was not provided")
+        weights = Path(folder) / "model.pt"
+        atomic_save(served | {"state_dict": network.state_dict()}, weights)
+        mlflow.pyfunc.log_model(
+            name="model", python_model=serving.model_code_file(), artifacts={"model": str(weights)},
+            code_paths=[serving.sstkd_code_path()], pip_requirements=serving.requirements(), signature=signature,
+            registered_model_name=registered_name,
+            metadata={"class_names": list(payload["class_names"]), "normalization": payload["normalization"],
+                      "input": "uint8 RGB images (N, H, W, 3), any N, H, W", "output": "label maps (N, H, W)",
+                      "fingerprint": payload.get("fingerprint"), "sstkd_version": sstkd.__version__})

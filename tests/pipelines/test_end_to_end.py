@@ -27,21 +27,23 @@ def project(tmp_path_factory):
 
 
 def test_the_default_pipeline_produces_the_report(project):
-    report = pd.read_csv(project / "data/08_reporting/report.csv")
+    report = pd.read_csv(project / "data/tiny/08_reporting/report.csv")
     assert list(report["model"]) == ["teacher", "baseline", "pixel_kd", "sstkd"]
     assert report["miou"].between(0, 100).all() and report["boundary_fscore"].between(0, 100).all()
     assert report.loc[report.model == "baseline", "delta_miou"].item() == 0
     assert (report["params_millions"] > 0).all() and (report["gflops"] > 0).all()
-    metrics = json.loads((project / "data/08_reporting/metrics.json").read_text())
+    metrics = json.loads((project / "data/tiny/08_reporting/metrics.json").read_text())
     assert set(metrics) == {"teacher", "baseline", "pixel_kd", "sstkd"}
     for figure in ("miou_per_model", "per_class_iou", "qualitative", "texture_modules", "class_frequencies"):
-        assert (project / f"data/08_reporting/{figure}.png").stat().st_size > 5000
-    markdown = (project / "data/08_reporting/report.md").read_text()
+        assert (project / f"data/tiny/08_reporting/{figure}.png").stat().st_size > 5000
+    markdown = (project / "data/tiny/08_reporting/report.md").read_text()
     assert "| sstkd | student |" in markdown and "Per-class IoU" in markdown
+    manifest = pd.read_csv(project / "data/tiny/02_intermediate/manifest.csv")
+    assert manifest.groupby("split").size().to_dict() == {"test": 8, "train": 16, "val": 8}
 
 
 def test_the_report_holds_the_texture_transfer_table_figure_and_metrics(project):
-    table = pd.read_csv(project / "data/08_reporting/texture_transfer.csv")
+    table = pd.read_csv(project / "data/tiny/08_reporting/texture_transfer.csv")
     assert list(table["model"]) == ["teacher", "baseline", "pixel_kd", "sstkd"]
     teacher = table[table.model == "teacher"].iloc[0]
     assert teacher["profile_l1"] == 0 and teacher["intensity_l1"] == 0 and teacher["cka"] == pytest.approx(1.0)
@@ -50,13 +52,11 @@ def test_the_report_holds_the_texture_transfer_table_figure_and_metrics(project)
     assert students["intensity_l1"].between(0, 1).all() and students["cka"].between(0, 1).all()
     assert table["probe_accuracy"].between(0, 100).all()
     assert {"intensity_l1_n8", "histogram_w1_n32"} <= set(table.columns)
-    assert (project / "data/08_reporting/texture_transfer.png").stat().st_size > 5000
-    metrics = json.loads((project / "data/08_reporting/metrics.json").read_text())
+    assert (project / "data/tiny/08_reporting/texture_transfer.png").stat().st_size > 5000
+    metrics = json.loads((project / "data/tiny/08_reporting/metrics.json").read_text())
     assert metrics["teacher"]["texture_cka"] == pytest.approx(1.0)
     assert 0 <= metrics["sstkd"]["texture_probe_accuracy"] <= 100
-    assert "## Texture transfer" in (project / "data/08_reporting/report.md").read_text()
-    manifest = pd.read_csv(project / "data/02_intermediate/manifest.csv")
-    assert manifest.groupby("split").size().to_dict() == {"test": 8, "train": 16, "val": 8}
+    assert "## Texture transfer" in (project / "data/tiny/08_reporting/report.md").read_text()
 
 
 def test_mlflow_records_one_run_with_nested_model_runs_and_lineage(project):
@@ -81,6 +81,9 @@ def test_mlflow_records_one_run_with_nested_model_runs_and_lineage(project):
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    assert by_run[parent]["runner"] == "SequentialRunner" and "kedro.session_id" not in by_run[parent]
+    inputs = client.get_run(sstkd_id).inputs.dataset_inputs
+    assert [i.dataset.digest for i in inputs] == [by_run[parent]["data.fingerprint"][:16]]
     artifacts = {a.path for a in client.list_artifacts(parent)}  # the report, logged by MlflowArtifactDataset
     assert {"report.md", "report.csv", "metrics.json", "texture_modules.png", "texture_transfer.csv",
             "texture_transfer.png"} <= artifacts, artifacts
@@ -89,7 +92,7 @@ def test_mlflow_records_one_run_with_nested_model_runs_and_lineage(project):
 
 
 def test_lineage_cli_traces_a_model_file_to_data_code_params_and_teacher(project):
-    out = _run(project, "lineage", "--model", "data/06_models/students/sstkd.pt", command=SSTKD).stdout
+    out = _run(project, "lineage", "--model", "data/tiny/06_models/students/sstkd.pt", command=SSTKD).stdout
     assert "git.commit" in out and "data.fingerprint" in out and "losses.structural.levels = 3" in out
     assert "teacher:" in out and "test_miou" in out
     listing = _run(project, "runs", command=SSTKD).stdout
@@ -97,26 +100,68 @@ def test_lineage_cli_traces_a_model_file_to_data_code_params_and_teacher(project
 
 
 def test_one_stage_reruns_alone(project):
-    before = (project / "data/06_models/teacher.pt").stat().st_mtime_ns
+    before = (project / "data/tiny/06_models/teacher.pt").stat().st_mtime_ns
     _run(project, "run", "--env", "tiny", "--pipelines", "evaluation")
     _run(project, "run", "--env", "tiny", "--pipelines", "distillation", "--namespaces", "baseline")
-    assert (project / "data/06_models/teacher.pt").stat().st_mtime_ns == before
+    assert (project / "data/tiny/06_models/teacher.pt").stat().st_mtime_ns == before
+
+
+def test_the_env_writes_only_under_its_own_data_root_and_records_no_machine_path(project):
+    assert (project / "data/tiny/06_models/teacher.pt").is_file()
+    outside = [path for path in (project / "data").rglob("*") if path.is_file() and
+               not path.is_relative_to(project / "data/tiny") and path.name != ".sstkd-run.lock"]
+    assert outside == []  # the default study's root (data/) is untouched
+    info = json.loads((project / "data/tiny/02_intermediate/dataset_info.json").read_text())
+    assert info["root"] == "data/tiny/01_raw/texture_mosaics"
+    ignored = subprocess.run(["git", "check-ignore", "-q", "data/tiny/08_reporting/metrics.json"], cwd=project)
+    assert ignored.returncode == 1  # committed: `dvc metrics diff` reads it at every revision
+
+
+TEACHER_RUNS = "select count(*) from tags where key = 'sstkd.model' and value = 'teacher'"  # the model's own runs
+
+
+def test_a_rerun_that_changes_nothing_logs_nothing_and_keeps_the_models_run(project):
+    from sstkd.training.checkpoint import load_checkpoint
+
+    model = project / "data/tiny/06_models/teacher.pt"
+    recorded = load_checkpoint(model)["mlflow_run_id"]
+    assert recorded and load_checkpoint(model)["lineage"]["mlflow_run_id"] == recorded
+    with sqlite3.connect(project / "mlflow.db") as db:
+        before = db.execute(TEACHER_RUNS).fetchone()[0]
+        versions = db.execute("select count(*) from model_versions").fetchone()[0]
+    log = output(_run(project, "run", "--env", "tiny", "--pipelines", "teacher"))
+    assert f"teacher is up to date (trained in run {recorded})" in log
+    assert load_checkpoint(model)["mlflow_run_id"] == recorded
+    with sqlite3.connect(project / "mlflow.db") as db:
+        assert db.execute(TEACHER_RUNS).fetchone()[0] == before
+        assert db.execute("select count(*) from model_versions").fetchone()[0] == versions
+        names = {row[0] for row in db.execute("select name from registered_models")}
+    assert {"sstkd-generic-teacher", "sstkd-generic-sstkd"} <= names, names
+
+
+def test_params_that_change_a_model_do_not_silently_replace_the_study(project):
+    model = project / "data/tiny/06_models/teacher.pt"
+    before = model.stat().st_mtime_ns
+    result = _run(project, "run", "--env", "tiny", "--pipelines", "teacher", "--params", "training.epochs=2",
+                  check=False)
+    assert result.returncode != 0 and "data_root=data/tiny-experiment" in output(result)
+    assert len((result.stdout + result.stderr).splitlines()) < 40 and model.stat().st_mtime_ns == before
 
 
 def test_a_node_trains_data_parallel_with_two_processes(project):
-    model = project / "data/06_models/students/baseline.pt"
+    model = project / "data/tiny/06_models/students/baseline.pt"
     before = model.read_bytes()
     _run(project, "run", "--env", "tiny", "--pipelines", "distillation", "--namespaces", "baseline",
-         "--params", "training.nproc=2,training.seed=7")
-    history = json.loads((project / "data/07_model_output/baseline_history.json").read_text())
+         "--params", "training.nproc=2,training.seed=7,data_root=data/tiny")  # replace on purpose
+    history = json.loads((project / "data/tiny/07_model_output/baseline_history.json").read_text())
     assert len(history) == 1 and 0 <= history[0]["val_miou"] <= 1
     assert model.read_bytes() != before  # retrained (another seed), by the DDP workers, written by the node
 
 
 def test_a_corrupt_image_fails_ingestion_naming_it_and_keeps_the_manifest(project, tmp_path):
-    manifest = project / "data/02_intermediate/manifest.csv"
+    manifest = project / "data/tiny/02_intermediate/manifest.csv"
     before = manifest.read_bytes()
-    raw = project / "data/01_raw/texture_mosaics_tiny/images"
+    raw = project / "data/tiny/01_raw/texture_mosaics/images"
     victim = sorted(raw.glob("*.png"))[0]
     original = victim.read_bytes()
     try:
@@ -134,7 +179,9 @@ def test_a_corrupt_image_fails_ingestion_naming_it_and_keeps_the_manifest(projec
     ("teacher.network.backbon=resnet18", "teacher.network.backbon: Extra inputs are not permitted"),
 ])
 def test_a_wrong_parameter_fails_early_naming_the_key(project, override, message):
-    result = _run(project, "run", "--env", "tiny", "--pipelines", "teacher", "--params", override, check=False)
+    # data_root: the run may replace the tiny study's teacher (without it, the study-overwrite check answers first)
+    result = _run(project, "run", "--env", "tiny", "--pipelines", "teacher", "--params", f"{override},data_root=data/tiny",
+                  check=False)
     assert result.returncode != 0
     assert message in " ".join((result.stdout + result.stderr).split())
 
@@ -170,6 +217,7 @@ def test_notebooks_run_on_a_real_study(project, notebook, monkeypatch):
     matplotlib.use("Agg")
     cells = json.loads((ROOT / "notebooks" / notebook).read_text())["cells"]
     monkeypatch.chdir(project)
+    monkeypatch.setenv("SSTKD_DATA_ROOT", "data/tiny")  # the tiny env's data root
     namespace: dict = {}
     for cell in cells:
         if cell["cell_type"] == "code":
@@ -197,9 +245,9 @@ def test_data_stages_through_the_kedro_session_api(tmp_path, monkeypatch):
     bootstrap_project(tmp_path)
     with KedroSession.create(project_path=tmp_path, env="tiny") as session:
         session.run(pipeline_names=["data"])
-    statistics = json.loads((tmp_path / "data/08_reporting/dataset_statistics.json").read_text())
+    statistics = json.loads((tmp_path / "data/tiny/08_reporting/dataset_statistics.json").read_text())
     assert statistics["num_images"] == 16 and sum(statistics["class_pixel_counts"]) == 16 * 64 * 64
-    info = json.loads((tmp_path / "data/02_intermediate/dataset_info.json").read_text())
+    info = json.loads((tmp_path / "data/tiny/02_intermediate/dataset_info.json").read_text())
     assert info["hflip_safe"] is False and info["samples"] == {"test": 8, "train": 16, "val": 8}
 
 
@@ -213,20 +261,20 @@ def test_kedro_run_env_trains_exactly_the_envs_methods(project):
     result = _run(project, "run", "--env", "tiny_methods", "--pipelines", "distillation")
     log = output(result)
     assert "cwd.train_student" in log and "baseline.train_student" in log and "sstkd.train_student" not in log
-    assert (project / "data/06_models/students/cwd.pt").is_file()
+    assert (project / "data/tiny/06_models/students/cwd.pt").is_file()
 
 
 def test_params_on_the_command_line_choose_the_methods(project):
-    before = (project / "data/06_models/students/baseline.pt").stat().st_mtime_ns
+    before = (project / "data/tiny/06_models/students/baseline.pt").stat().st_mtime_ns
     log = output(_run(project, "run", "--env", "tiny", "--pipelines", "distillation",
                       "--params", "distillation.run=[skd+cwd]"))  # Kedro splits --params at commas: `+` joins
     assert "skd.train_student" in log and "cwd.train_student" in log and "baseline.train_student" not in log
-    assert (project / "data/06_models/students/skd.pt").is_file()
-    assert (project / "data/06_models/students/baseline.pt").stat().st_mtime_ns == before
+    assert (project / "data/tiny/06_models/students/skd.pt").is_file()
+    assert (project / "data/tiny/06_models/students/baseline.pt").stat().st_mtime_ns == before
 
 
 def test_a_cache_older_than_the_ingested_data_is_refused(project):
-    mask = sorted((project / "data/01_raw/texture_mosaics_tiny/masks").glob("train_*.png"))[0]
+    mask = sorted((project / "data/tiny/01_raw/texture_mosaics/masks").glob("train_*.png"))[0]
     original = mask.read_bytes()
     from PIL import Image
 
@@ -253,7 +301,7 @@ def test_a_second_run_is_refused_and_a_killed_run_is_marked_failed(project):
     lock = project / "data" / ".sstkd-run.lock"
     already = set(_mlflow_runs(project))
     first = subprocess.Popen([str(KEDRO), "run", "--env", "tiny", "--pipelines", "teacher", "--params",
-                              "teacher.training.epochs=200,training.seed=11"], cwd=project,
+                              "teacher.training.epochs=200,training.seed=11,data_root=data/tiny"], cwd=project,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              env=dict(os.environ, DO_NOT_TRACK="1", MPLBACKEND="Agg"))
     try:
@@ -278,8 +326,8 @@ def test_a_second_run_is_refused_and_a_killed_run_is_marked_failed(project):
 def test_the_second_builtin_dataset_runs_the_whole_study(tmp_path):
     project = copy_project(tmp_path / "project")
     _run(project, "run", "--env", "tiny", "--params", "synthetic.family=dead_leaves")
-    info = json.loads((project / "data/02_intermediate/dataset_info.json").read_text())
+    info = json.loads((project / "data/tiny/02_intermediate/dataset_info.json").read_text())
     assert info["num_classes"] == 8 and info["classes"][0] == "checkerboard" and info["hflip_safe"] is True
-    report = pd.read_csv(project / "data/08_reporting/report.csv")
+    report = pd.read_csv(project / "data/tiny/08_reporting/report.csv")
     assert list(report["model"]) == ["teacher", "baseline", "pixel_kd", "sstkd"]
     assert report["miou"].between(0, 100).all()

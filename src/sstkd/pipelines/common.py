@@ -1,20 +1,47 @@
-"""Glue shared by the teacher and distillation pipelines: train one network inside its own MLflow run."""
+"""Glue shared by the teacher and distillation pipelines: train one network inside its own MLflow run, and give
+the model file the lineage record that travels with it (DVC versions the file; no MLflow store is needed to
+audit it)."""
 
 from __future__ import annotations
 
-import numpy as np
+import datetime
+import json
+import logging
+from pathlib import Path
 
 from sstkd import tracking
+from sstkd.atomic import write_bytes_atomically
 from sstkd.models.segmenter import NetworkConfig
+from sstkd.training.checkpoint import load_checkpoint
 from sstkd.training.launch import run_data_parallel
 from sstkd.training.loop import TrainingConfig
-from sstkd.training.recipe import network_from_payload, train_network
+from sstkd.training.recipe import network_from_payload, train_network, training_fingerprint
+
+log = logging.getLogger(__name__)
+
+RECORD_FILE = "lineage.json"  # next to a model's last.pt: the record of the run that finished training it
 
 
 def train_and_track(name: str, role: str, cache: dict, dataset_info: dict, statistics: dict,
                     network: NetworkConfig, losses: dict, training: TrainingConfig,
                     teacher_payload: dict | None = None) -> tuple[dict, list[dict]]:
-    """Train ``name`` in a nested MLflow run (params, per-epoch metrics, the model) and return its payload."""
+    """Train ``name`` in a nested MLflow run (params, per-epoch metrics, the model) and return its payload.
+
+    A model whose checkpoint already finished training with the same fingerprint is up to date: it is restored,
+    keeps the record of the run that trained it, and nothing new is logged (no nested run, no model copy).
+    """
+    kwargs = dict(name=name, cache=cache, dataset_info=dataset_info, statistics=statistics,
+                  network_config=network, losses=losses, training=training, teacher_payload=teacher_payload,
+                  checkpoint_root=training.checkpoint_root)
+    fingerprint = training_fingerprint(name, network, losses, training, dataset_info, teacher_payload)
+    record_path = Path(training.checkpoint_root) / name / RECORD_FILE if training.checkpoint_root else None
+    finished = _finished_record(record_path, fingerprint)
+    if finished is not None:
+        payload, result = train_network(**kwargs)  # restores the finished checkpoint: no epoch runs
+        log.info("%s is up to date (trained in run %s)", name, finished["mlflow_run_id"] or "without tracking")
+        return payload | {"role": role, "mlflow_run_id": finished["mlflow_run_id"], "lineage": finished}, \
+            result.history
+
     tags = {"sstkd.role": role, "sstkd.model": name, "data.fingerprint": dataset_info.get("fingerprint", ""),
             **tracking.git_state(), **tracking.dvc_hashes()}
     if teacher_payload is not None:
@@ -22,9 +49,7 @@ def train_and_track(name: str, role: str, cache: dict, dataset_info: dict, stati
         tags["sstkd.teacher_fingerprint"] = teacher_payload.get("fingerprint", "")
     with tracking.nested_run(name, tags) as run_id:
         tracking.log_params({"network": network.model_dump(), "losses": losses, "training": training.model_dump()})
-        kwargs = dict(name=name, cache=cache, dataset_info=dataset_info, statistics=statistics,
-                      network_config=network, losses=losses, training=training, teacher_payload=teacher_payload,
-                      checkpoint_root=training.checkpoint_root)
+        tracking.log_data_input(dataset_info)
         if training.nproc > 1 or training.nnodes != "1":
             results = run_data_parallel(training.nproc, kwargs, training.nnodes, training.rdzv_endpoint)
             payload, history = results[min(results)]
@@ -38,10 +63,52 @@ def train_and_track(name: str, role: str, cache: dict, dataset_info: dict, stati
             log_epoch(record["epoch"], record)
         payload["role"] = role
         payload["mlflow_run_id"] = run_id or ""
+        payload["lineage"] = lineage_record(payload, network, losses, training, teacher_payload)
         tracking.log_metrics({"best_val_miou": payload["best_val_miou"], "best_epoch": payload["best_epoch"]})
         if run_id:
             tracking.set_tags({"sstkd.fingerprint": payload["fingerprint"]})
-            crop = training.crop_size
-            example = np.zeros((1, 3, crop[0], crop[1]), dtype=np.float32)
-            tracking.log_torch_model(network_from_payload(payload), example)
+            tracking.log_segmentation_model(network_from_payload(payload), payload,
+                                            registered_name=f"sstkd-{dataset_info.get('layout')}-{name}")
+    if record_path is not None:
+        write_bytes_atomically(record_path, json.dumps(payload["lineage"], indent=1).encode())
     return payload, history
+
+
+def lineage_record(payload: dict, network: NetworkConfig, losses: dict, training: TrainingConfig,
+                   teacher_payload: dict | None) -> dict:
+    """What produced this model, stored in the model file itself: code, data, parameters, teacher, run."""
+    git = tracking.git_state()
+    teacher = None
+    if teacher_payload is not None:
+        earlier = teacher_payload.get("lineage") or {}
+        teacher = {"name": teacher_payload.get("name"), "mlflow_run_id": teacher_payload.get("mlflow_run_id", ""),
+                   "fingerprint": teacher_payload.get("fingerprint"), "git_commit": earlier.get("git_commit"),
+                   "source": teacher_payload.get("source")}
+    return {
+        "model": payload["name"],
+        "role": payload["role"],
+        "fingerprint": payload["fingerprint"],
+        "mlflow_run_id": payload["mlflow_run_id"],
+        "git_commit": git["git.commit"],
+        "git_dirty": git["git.dirty"],
+        "kedro_env": tracking.run_context().get("kedro.env", ""),
+        "data_fingerprint": payload.get("data_fingerprint"),
+        "data_layout": payload.get("data_layout"),
+        "parameters": json.loads(json.dumps({"network": network.model_dump(), "losses": losses,
+                                             "training": training.model_dump()}, default=str)),
+        "teacher": teacher,
+        "best_val_miou": payload["best_val_miou"],
+        "trained_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _finished_record(record_path: Path | None, fingerprint: str) -> dict | None:
+    """The record of the run that finished training this fingerprint, if its checkpoint is still the last one."""
+    if record_path is None or not record_path.is_file():
+        return None
+    record = json.loads(record_path.read_text())
+    last = record_path.with_name("last.pt")
+    if record.get("fingerprint") != fingerprint or not last.is_file():
+        return None
+    state = load_checkpoint(last)
+    return record if state.get("fingerprint") == fingerprint else None

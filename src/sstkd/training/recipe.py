@@ -20,6 +20,17 @@ def fingerprint_of(*parts) -> str:
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+# Training keys that decide where and how a run executes, not what it produces: outside the fingerprint.
+RUN_ONLY_TRAINING_KEYS = ("progress", "log_every", "num_workers", "nproc", "rdzv_endpoint", "nnodes", "checkpoint_root")
+
+
+def training_fingerprint(name: str, network_config: NetworkConfig, losses: dict, training: TrainingConfig,
+                         dataset_info: dict, teacher_payload: dict | None = None) -> str:
+    """A hash of everything that decides what training ``name`` produces (not where or how verbosely it runs)."""
+    return fingerprint_of(name, network_config.model_dump(), losses, training.model_dump(exclude=set(RUN_ONLY_TRAINING_KEYS)),
+        dataset_info.get("fingerprint"), teacher_payload.get("fingerprint") if teacher_payload else None)
+
+
 def transform_config(training: TrainingConfig, statistics: dict) -> TransformConfig:
     return TransformConfig(crop_size=tuple(training.crop_size), scale_range=tuple(training.scale_range),
                            hflip=training.hflip, mean=tuple(statistics["mean"]), std=tuple(statistics["std"]))
@@ -100,9 +111,7 @@ def train_network(
     criterion = build_criterion(
         losses, num_classes, student.low_level_channels,
         teacher.low_level_channels if teacher is not None else None, where=f"{name}.losses")
-    fingerprint = fingerprint_of(name, network_config.model_dump(), losses, training.model_dump(
-        exclude={"progress", "log_every", "num_workers", "nproc", "rdzv_endpoint", "nnodes", "checkpoint_root"}),
-        dataset_info.get("fingerprint"), teacher_payload.get("fingerprint") if teacher_payload else None)
+    fingerprint = training_fingerprint(name, network_config, losses, training, dataset_info, teacher_payload)
     result = train_segmenter(
         student, criterion, train_set, val_set, num_classes, training, teacher=teacher,
         checkpoint_dir=Path(checkpoint_root) / name if checkpoint_root else None,

@@ -49,8 +49,10 @@ def evaluate_models(training_cache: dict, dataset_info: dict, evaluation: dict, 
                          "fingerprint": payload.get("fingerprint", "")}
         summary = {k: v for k, v in metrics.items() if isinstance(v, float)} | cost
         tracking.log_metrics(summary, prefix=f"test.{name}.")
-        if payload.get("mlflow_run_id") and tracking.active():  # also on the model's own run
+        if tracking.active() and tracking.run_exists(payload.get("mlflow_run_id")):  # also on the model's own run
             tracking.log_metrics(summary, prefix="test_", run_id=payload["mlflow_run_id"])
+        elif payload.get("mlflow_run_id"):  # trained in another store (a pulled model): keep its id as provenance
+            tracking.set_tags({f"sstkd.{name}.trained_in_run": payload["mlflow_run_id"]})
     return results
 
 
