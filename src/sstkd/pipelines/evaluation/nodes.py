@@ -47,13 +47,18 @@ def evaluate_models(training_cache: dict, dataset_info: dict, evaluation: dict, 
                          "metrics": metrics, "cost": cost, "best_val_miou": payload.get("best_val_miou"),
                          "mlflow_run_id": payload.get("mlflow_run_id", ""),
                          "fingerprint": payload.get("fingerprint", "")}
-        summary = {k: v for k, v in metrics.items() if isinstance(v, float)} | cost
-        tracking.log_metrics(summary, prefix=f"test.{name}.")
-        if tracking.active() and tracking.run_exists(payload.get("mlflow_run_id")):  # also on the model's own run
-            tracking.log_metrics(summary, prefix="test_", run_id=payload["mlflow_run_id"])
-        elif payload.get("mlflow_run_id"):  # trained in another store (a pulled model): keep its id as provenance
-            tracking.set_tags({f"sstkd.{name}.trained_in_run": payload["mlflow_run_id"]})
+        _log_model_metrics(name, payload, {k: v for k, v in metrics.items() if isinstance(v, float)} | cost, "test")
     return results
+
+
+def _log_model_metrics(name: str, payload: dict, summary: dict, kind: str) -> None:
+    """On the pipeline run as ``<kind>.<model>.*``, and on the model's own run as ``<kind>_*`` when this store has
+    it; a model trained in another store (pulled with DVC) keeps its run id as provenance instead."""
+    tracking.log_metrics(summary, prefix=f"{kind}.{name}.")
+    if tracking.active() and tracking.run_exists(payload.get("mlflow_run_id")):
+        tracking.log_metrics(summary, prefix=f"{kind}_", run_id=payload["mlflow_run_id"])
+    elif payload.get("mlflow_run_id"):
+        tracking.set_tags({f"sstkd.{name}.trained_in_run": payload["mlflow_run_id"]})
 
 
 def measure_texture_transfer(training_cache: dict, dataset_info: dict, evaluation: dict, **models: dict) -> dict:
@@ -76,10 +81,8 @@ def measure_texture_transfer(training_cache: dict, dataset_info: dict, evaluatio
                           for split, images in (("train", train_images), ("test", test_images))}
     results = texture_transfer(features, train_masks, test_masks, int(dataset_info["num_classes"]), config)
     for name, payload in models.items():
-        summary = {k: v for k, v in results[name].items() if isinstance(v, float)}
-        tracking.log_metrics(summary, prefix=f"texture.{name}.")
-        if payload.get("mlflow_run_id") and tracking.active():  # also on the model's own run
-            tracking.log_metrics(summary, prefix="texture_", run_id=payload["mlflow_run_id"])
+        _log_model_metrics(name, payload, {k: v for k, v in results[name].items() if isinstance(v, float)},
+                           "texture")
     return results
 
 
