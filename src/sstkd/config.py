@@ -7,10 +7,11 @@ import difflib
 from collections.abc import Mapping
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sstkd.evaluation.texture_transfer import TextureTransferConfig
 from sstkd.models.segmenter import NetworkConfig
+from sstkd.study import parse_seeds
 from sstkd.training.loop import TrainingConfig
 
 Schema = TypeVar("Schema", bound=BaseModel)
@@ -89,10 +90,23 @@ class EvaluationParams(_Strict):
     scales: list[float] = [1.0]
     boundary_radius: int = Field(2, ge=1)
     batch_size: int = Field(8, ge=1)
-    latency_runs: int = Field(5, ge=1)
+    latency_runs: int = Field(20, ge=1)
     qualitative_samples: int = Field(4, ge=1)
     device: str = "auto"
     texture_transfer: TextureTransferConfig = TextureTransferConfig()
+
+
+class StudyParams(_Strict):
+    """The study's seeds (every method is trained once per seed) and how its report compares methods."""
+
+    seeds: list[int] = [0]
+    confidence: float = Field(0.95, gt=0, lt=1)
+    references: list[str] = ["baseline", "pixel_kd"]  # paired differences of every method to each of these
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seeds(cls, value):
+        return parse_seeds(value)
 
 
 # Every top-level parameter group and the schema its node validates it with (None: validated piecewise, e.g.
@@ -105,6 +119,7 @@ PARAMETER_GROUPS: dict[str, type[BaseModel] | None] = {
     "teacher": TeacherParams,
     "distillation": None,
     "evaluation": EvaluationParams,
+    "study": StudyParams,
     "dataset_root": None,  # a dataset env's folder (`--params dataset_root=...`), read by its catalog entry
     "use_sbd_aug": None,  # the voc env: train on SBD's VOC aug (default) or VOC's own train split
     "data_root": None,  # where this run's study lives (`--params data_root=...`; default: conf/<env>/globals.yml)

@@ -1,7 +1,7 @@
 """Project pipelines.
 
-The distillation methods to run are data, not code: ``distillation.run`` in the parameters of the run decides
-which namespaced method pipelines exist. "The parameters of the run" are those of the session's own config
+The distillation methods and seeds to run are data, not code: ``distillation.run`` and ``study.seeds`` in the
+parameters of the run decide which namespaced (method, seed) pipelines exist. "The parameters of the run" are those of the session's own config
 loader — the active ``--env`` and the command line's ``--params`` included — which the project hook hands over
 (:func:`use_run_parameters`) as soon as the session's context exists, before Kedro first loads the pipelines.
 ``kedro run --env X`` does not export ``KEDRO_ENV``, so reading that variable would silently pick the wrong list.
@@ -15,8 +15,9 @@ from pathlib import Path
 from kedro.config import OmegaConfigLoader
 from kedro.pipeline import Pipeline
 
+from sstkd.config import StudyParams, validate
 from sstkd.pipelines import distillation, evaluation, ingestion, preprocessing, synthetic, teacher
-from sstkd.pipelines.distillation.pipeline import DEFAULT_METHODS
+from sstkd.pipelines.distillation.pipeline import DEFAULT_METHODS, DEFAULT_SEEDS
 
 _run_parameters: dict | None = None  # the running session's parameters, set by the project hook
 
@@ -53,30 +54,47 @@ def methods_to_run(parameters: dict) -> list[str]:
     return methods
 
 
-def configured_methods(conf_source: str | Path = "conf", env: str | None = None) -> list[str]:
-    """``distillation.run`` of the running session, or of ``base`` + ``env`` read from ``conf_source``.
+def seeds_to_run(parameters: dict) -> list[int]:
+    """``study.seeds`` of ``parameters``: every method is trained once per seed."""
+    return validate(StudyParams, parameters.get("study") or {}, "study").seeds
+
+
+def _configured_parameters(conf_source: str | Path, env: str | None) -> dict | None:
+    """The running session's parameters, or those of ``base`` + ``env`` read from ``conf_source``.
 
     Without a session (``kedro registry``, tests), ``env`` defaults to ``KEDRO_ENV`` or ``local``.
     """
     if _run_parameters is not None and env is None:
-        return methods_to_run(_run_parameters)
+        return _run_parameters
     env = env or os.environ.get("KEDRO_ENV") or "local"
     if not Path(conf_source).is_dir():
-        return DEFAULT_METHODS
+        return None
     loader = OmegaConfigLoader(str(conf_source), base_env="base", default_run_env=env,
                                merge_strategy={"parameters": "soft"})
-    return methods_to_run(loader["parameters"])
+    return loader["parameters"]
+
+
+def configured_methods(conf_source: str | Path = "conf", env: str | None = None) -> list[str]:
+    """``distillation.run`` of the running session, or of ``base`` + ``env`` read from ``conf_source``."""
+    parameters = _configured_parameters(conf_source, env)
+    return DEFAULT_METHODS if parameters is None else methods_to_run(parameters)
+
+
+def configured_seeds(conf_source: str | Path = "conf", env: str | None = None) -> list[int]:
+    """``study.seeds`` of the running session, or of ``base`` + ``env`` read from ``conf_source``."""
+    parameters = _configured_parameters(conf_source, env)
+    return DEFAULT_SEEDS if parameters is None else seeds_to_run(parameters)
 
 
 def register_pipelines() -> dict[str, Pipeline]:
-    methods = configured_methods()
+    methods, seeds = configured_methods(), configured_seeds()
     stages = {
         "synthetic": synthetic.create_pipeline(),
         "ingestion": ingestion.create_pipeline(),
         "preprocessing": preprocessing.create_pipeline(),
         "teacher": teacher.create_pipeline(),
-        "distillation": distillation.create_pipeline(methods),
-        "evaluation": evaluation.create_pipeline(methods),
+        "distillation": distillation.create_pipeline(methods, seeds),
+        "evaluation": evaluation.create_pipeline(methods, seeds),
     }
     pipelines = dict(stages)
     pipelines["data"] = stages["synthetic"] + stages["ingestion"] + stages["preprocessing"]

@@ -85,10 +85,15 @@ def test_report_rows_and_deltas():
         cost = {"params_millions": 1.0, "gflops": 2.0, "cpu_latency_ms": 3.0}
         return {"role": role, "architecture": "x", "metrics": metrics, "cost": cost, "best_val_miou": miou}
 
-    results = {"teacher": result("teacher", 0.8, 0.7), "baseline": result("student", 0.5, 0.4),
-               "sstkd": result("student", 0.6, 0.5)}
-    table = report_table(results)
-    assert table.set_index("model").loc["sstkd", "delta_miou"] == 10.0
-    assert np.isnan(table.set_index("model").loc["teacher", "delta_miou"])
-    markdown = report_markdown(table, results, ["a", "b"], "t")
-    assert "| sstkd | student | x | 60.00 | +10.00 |" in markdown and "| b | – | – | – |" in markdown
+    results = {"teacher": result("teacher", 0.8, 0.7), "baseline.seed_0": result("student", 0.5, 0.4),
+               "baseline.seed_1": result("student", 0.7, 0.4), "sstkd.seed_0": result("student", 0.6, 0.5),
+               "sstkd.seed_1": result("student", 0.65, 0.5)}
+    table = report_table(results).set_index("model")
+    assert table.loc["sstkd.seed_0", "delta_miou"] == 10.0  # over the baseline of the same seed
+    assert table.loc["sstkd.seed_1", "delta_miou"] == -5.0
+    assert (table.loc["sstkd.seed_1", "method"], table.loc["sstkd.seed_1", "seed"]) == ("sstkd", 1)
+    assert np.isnan(table.loc["teacher", "delta_miou"]) and table["seed"].isna()["teacher"]
+    markdown = report_markdown(table.reset_index(), results, ["a", "b"], "t")
+    assert "| sstkd.seed_0 | student | x | 60.00 | +10.00 |" in markdown
+    assert "| a | 80.0 | 60.0 | 62.5 |" in markdown  # per-class IoU: the mean over each method's seeds
+    assert "| b | – | – | – |" in markdown

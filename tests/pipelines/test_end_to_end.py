@@ -22,29 +22,73 @@ pytestmark = pytest.mark.slow
 def project(tmp_path_factory):
     """A copy of the project (a git repository, as users have it) after a full `kedro run --env tiny`."""
     path = copy_project(tmp_path_factory.mktemp("project"))
-    _run(path, "run", "--env", "tiny")
+    _run(path, "run", "--env", "tiny", "--params", "study.seeds=[0+1]")  # two seeds: intervals and verdicts
     return path
+
+
+STUDENTS = [f"{method}.seed_{seed}" for method in ("baseline", "pixel_kd", "sstkd") for seed in (0, 1)]
+
+
+def test_the_study_table_is_computed_from_the_per_seed_metrics(project):
+    """The report's per-method statistics, recomputed directly from its per-model rows (2 seeds, 3 methods)."""
+    from scipy import stats
+
+    report = pd.read_csv(project / "data/tiny/08_reporting/report.csv")
+    study = pd.read_csv(project / "data/tiny/08_reporting/study.csv").set_index("method")
+    pairs = pd.read_csv(project / "data/tiny/08_reporting/study_comparisons.csv")
+    metrics = json.loads((project / "data/tiny/08_reporting/metrics.json").read_text())
+    t = stats.t.ppf(0.975, 1)  # two seeds: one degree of freedom
+    by_seed = {m: report[report.method == m].set_index("seed")["miou"] for m in ("baseline", "pixel_kd", "sstkd")}
+    teacher = report.loc[report.model == "teacher", "miou"].item()
+    for method, values in by_seed.items():
+        assert list(values.index) == [0, 1]
+        mean, std = values.mean(), values.std(ddof=1)
+        row = study.loc[method]
+        assert row["seeds"] == 2 and row["miou_mean"] == pytest.approx(mean, abs=1e-3)
+        assert row["miou_std"] == pytest.approx(std, abs=1e-3)
+        assert row["miou_ci_low"] == pytest.approx(mean - t * std / np.sqrt(2), abs=1e-3)
+        assert metrics[method]["miou_ci_high"] == pytest.approx(mean + t * std / np.sqrt(2), abs=1e-3)
+    for method, reference in (("pixel_kd", "baseline"), ("sstkd", "baseline"), ("sstkd", "pixel_kd")):
+        differences = by_seed[method] - by_seed[reference]
+        row = pairs[(pairs.method == method) & (pairs.reference == reference) & (pairs.metric == "miou")].iloc[0]
+        half = t * differences.std(ddof=1) / np.sqrt(2)
+        assert row["difference_mean"] == pytest.approx(differences.mean(), abs=1e-3)
+        assert (row["ci_low"], row["ci_high"]) == pytest.approx((differences.mean() - half, differences.mean() + half),
+                                                                abs=1e-3)
+        expected = "better" if differences.mean() - half > 0 else "worse" if differences.mean() + half < 0 \
+            else "no detectable difference"
+        assert row["verdict"] == expected
+        assert metrics[method][f"delta_miou_vs_{reference}"] == pytest.approx(differences.mean(), abs=1e-3)
+    gap = (by_seed["sstkd"] - by_seed["baseline"]).mean() / (teacher - by_seed["baseline"].mean())
+    assert study.loc["sstkd", "gap_recovered"] == pytest.approx(gap, rel=1e-3, abs=1e-3)
+    assert not ((pairs.method == "baseline") & (pairs.reference == "pixel_kd")).any()  # shown once, the other way
+    markdown = (project / "data/tiny/08_reporting/report.md").read_text()
+    assert "## The study over 2 seeds (0, 1)" in markdown and "| sstkd | pixel_kd |" in markdown
+    assert (project / "data/tiny/08_reporting/miou_per_method.png").stat().st_size > 5000
 
 
 def test_the_default_pipeline_produces_the_report(project):
     report = pd.read_csv(project / "data/tiny/08_reporting/report.csv")
-    assert list(report["model"]) == ["teacher", "baseline", "pixel_kd", "sstkd"]
+    assert list(report["model"]) == ["teacher", *STUDENTS]
     assert report["miou"].between(0, 100).all() and report["boundary_fscore"].between(0, 100).all()
-    assert report.loc[report.model == "baseline", "delta_miou"].item() == 0
+    assert (report.loc[report.method == "baseline", "delta_miou"] == 0).all()  # over the same seed's baseline
+    sstkd_1 = report[report.model == "sstkd.seed_1"].iloc[0]
+    baseline_1 = report[report.model == "baseline.seed_1"].iloc[0]
+    assert sstkd_1["delta_miou"] == pytest.approx(sstkd_1["miou"] - baseline_1["miou"], abs=2e-3)
     assert (report["params_millions"] > 0).all() and (report["gflops"] > 0).all()
     metrics = json.loads((project / "data/tiny/08_reporting/metrics.json").read_text())
     assert set(metrics) == {"teacher", "baseline", "pixel_kd", "sstkd"}
-    for figure in ("miou_per_model", "per_class_iou", "qualitative", "texture_modules", "class_frequencies"):
+    for figure in ("miou_per_method", "per_class_iou", "qualitative", "texture_modules", "class_frequencies"):
         assert (project / f"data/tiny/08_reporting/{figure}.png").stat().st_size > 5000
     markdown = (project / "data/tiny/08_reporting/report.md").read_text()
-    assert "| sstkd | student |" in markdown and "Per-class IoU" in markdown
+    assert "| sstkd.seed_1 | student |" in markdown and "Per-class IoU" in markdown
     manifest = pd.read_csv(project / "data/tiny/02_intermediate/manifest.csv")
     assert manifest.groupby("split").size().to_dict() == {"test": 8, "train": 16, "val": 8}
 
 
 def test_the_report_holds_the_texture_transfer_table_figure_and_metrics(project):
     table = pd.read_csv(project / "data/tiny/08_reporting/texture_transfer.csv")
-    assert list(table["model"]) == ["teacher", "baseline", "pixel_kd", "sstkd"]
+    assert list(table["model"]) == ["teacher", *STUDENTS]
     teacher = table[table.model == "teacher"].iloc[0]
     assert teacher["profile_l1"] == 0 and teacher["intensity_l1"] == 0 and teacher["cka"] == pytest.approx(1.0)
     students = table[table.model != "teacher"]
@@ -55,7 +99,8 @@ def test_the_report_holds_the_texture_transfer_table_figure_and_metrics(project)
     assert (project / "data/tiny/08_reporting/texture_transfer.png").stat().st_size > 5000
     metrics = json.loads((project / "data/tiny/08_reporting/metrics.json").read_text())
     assert metrics["teacher"]["texture_cka"] == pytest.approx(1.0)
-    assert 0 <= metrics["sstkd"]["texture_probe_accuracy"] <= 100
+    sstkd_probe = table.loc[table.method == "sstkd", "probe_accuracy"].mean()  # averaged over the seeds
+    assert metrics["sstkd"]["texture_probe_accuracy"] == pytest.approx(sstkd_probe, abs=1e-3)
     assert "## Texture transfer" in (project / "data/tiny/08_reporting/report.md").read_text()
 
 
@@ -68,10 +113,11 @@ def test_mlflow_records_one_run_with_nested_model_runs_and_lineage(project):
     for run, key, value in tags:
         by_run.setdefault(run, {})[key] = value
     names = sorted(runs.values())
-    assert names.count("teacher") == 1 and {"baseline", "pixel_kd", "sstkd"} <= set(names)
+    assert names.count("teacher") == 1 and set(STUDENTS) <= set(names)
     teacher_id = next(r for r, n in runs.items() if n == "teacher")
-    sstkd_id = next(r for r, n in runs.items() if n == "sstkd")
+    sstkd_id = next(r for r, n in runs.items() if n == "sstkd.seed_1")
     assert by_run[sstkd_id]["sstkd.teacher_run_id"] == teacher_id
+    assert (by_run[sstkd_id]["sstkd.method"], by_run[sstkd_id]["sstkd.seed"]) == ("sstkd", "1")
     assert "mlflow.parentRunId" in by_run[sstkd_id]
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()
     assert by_run[sstkd_id]["git.commit"] == commit
@@ -89,10 +135,14 @@ def test_mlflow_records_one_run_with_nested_model_runs_and_lineage(project):
             "texture_transfer.png"} <= artifacts, artifacts
     sstkd_metrics = client.get_run(sstkd_id).data.metrics  # the diagnostics reach each model's own run
     assert {"texture_cka", "texture_probe_accuracy", "texture_profile_l1"} <= set(sstkd_metrics), sstkd_metrics
+    study = client.get_run(parent).data  # the study's statistics and verdicts on the pipeline's run
+    assert {"study.sstkd.miou_mean", "study.sstkd.miou_ci_low", "study.sstkd.delta_miou_vs_baseline"} <= set(
+        study.metrics), study.metrics
+    assert study.tags["study.sstkd.vs_baseline.miou"] in ("better", "worse", "no detectable difference")
 
 
 def test_lineage_cli_traces_a_model_file_to_data_code_params_and_teacher(project):
-    out = _run(project, "lineage", "--model", "data/tiny/06_models/students/sstkd.pt", command=SSTKD).stdout
+    out = _run(project, "lineage", "--model", "data/tiny/06_models/students/sstkd/seed_0.pt", command=SSTKD).stdout
     assert "git.commit" in out and "data.fingerprint" in out and "losses.structural.levels = 3" in out
     assert "teacher:" in out and "test_miou" in out
     listing = _run(project, "runs", command=SSTKD).stdout
@@ -136,7 +186,7 @@ def test_a_rerun_that_changes_nothing_logs_nothing_and_keeps_the_models_run(proj
         assert db.execute(TEACHER_RUNS).fetchone()[0] == before
         assert db.execute("select count(*) from model_versions").fetchone()[0] == versions
         names = {row[0] for row in db.execute("select name from registered_models")}
-    assert {"sstkd-generic-teacher", "sstkd-generic-sstkd"} <= names, names
+    assert {"sstkd-generic-teacher", "sstkd-generic-sstkd.seed_0"} <= names, names
 
 
 def test_params_that_change_a_model_do_not_silently_replace_the_study(project):
@@ -149,13 +199,12 @@ def test_params_that_change_a_model_do_not_silently_replace_the_study(project):
 
 
 def test_a_node_trains_data_parallel_with_two_processes(project):
-    model = project / "data/tiny/06_models/students/baseline.pt"
-    before = model.read_bytes()
-    _run(project, "run", "--env", "tiny", "--pipelines", "distillation", "--namespaces", "baseline",
-         "--params", "training.nproc=2,training.seed=7,data_root=data/tiny")  # replace on purpose
-    history = json.loads((project / "data/tiny/07_model_output/baseline_history.json").read_text())
+    model = project / "data/tiny/06_models/students/baseline/seed_7.pt"
+    log = output(_run(project, "run", "--env", "tiny", "--pipelines", "distillation", "--namespaces", "baseline",
+                      "--params", "training.nproc=2,study.seeds=[7]"))  # a new seed: a new model, the others kept
+    history = json.loads((project / "data/tiny/07_model_output/histories/baseline/seed_7.json").read_text())
     assert len(history) == 1 and 0 <= history[0]["val_miou"] <= 1
-    assert model.read_bytes() != before  # retrained (another seed), by the DDP workers, written by the node
+    assert model.is_file() and "baseline.seed_7.train_student" in log and "seed_0.train_student" not in log
 
 
 def test_a_corrupt_image_fails_ingestion_naming_it_and_keeps_the_manifest(project, tmp_path):
@@ -223,7 +272,7 @@ def test_notebooks_run_on_a_real_study(project, notebook, monkeypatch):
         if cell["cell_type"] == "code":
             exec(compile("".join(cell["source"]), f"{notebook}", "exec"), namespace)  # noqa: S102
     if notebook == "lineage.ipynb":
-        assert set(namespace["table"]["model"]) >= {"teacher", "baseline", "sstkd"}
+        assert set(namespace["table"]["method"]) >= {"teacher", "baseline", "sstkd"}
         assert namespace["lineage"]["teacher"]["run_id"]
 
 
@@ -260,17 +309,17 @@ def test_kedro_run_env_trains_exactly_the_envs_methods(project):
     (env_dir / "parameters.yml").write_text(parameters)
     result = _run(project, "run", "--env", "tiny_methods", "--pipelines", "distillation")
     log = output(result)
-    assert "cwd.train_student" in log and "baseline.train_student" in log and "sstkd.train_student" not in log
-    assert (project / "data/tiny/06_models/students/cwd.pt").is_file()
+    assert "cwd.seed_0.train_student" in log and "baseline.seed_0.train_student" in log and "sstkd.seed_0" not in log
+    assert (project / "data/tiny/06_models/students/cwd/seed_0.pt").is_file()
 
 
 def test_params_on_the_command_line_choose_the_methods(project):
-    before = (project / "data/tiny/06_models/students/baseline.pt").stat().st_mtime_ns
+    before = (project / "data/tiny/06_models/students/baseline/seed_0.pt").stat().st_mtime_ns
     log = output(_run(project, "run", "--env", "tiny", "--pipelines", "distillation",
                       "--params", "distillation.run=[skd+cwd]"))  # Kedro splits --params at commas: `+` joins
-    assert "skd.train_student" in log and "cwd.train_student" in log and "baseline.train_student" not in log
-    assert (project / "data/tiny/06_models/students/skd.pt").is_file()
-    assert (project / "data/tiny/06_models/students/baseline.pt").stat().st_mtime_ns == before
+    assert "skd.seed_0.train_student" in log and "cwd.seed_0.train_student" in log and "baseline.seed_0" not in log
+    assert (project / "data/tiny/06_models/students/skd/seed_0.pt").is_file()
+    assert (project / "data/tiny/06_models/students/baseline/seed_0.pt").stat().st_mtime_ns == before
 
 
 def test_a_cache_older_than_the_ingested_data_is_refused(project):
@@ -329,5 +378,6 @@ def test_the_second_builtin_dataset_runs_the_whole_study(tmp_path):
     info = json.loads((project / "data/tiny/02_intermediate/dataset_info.json").read_text())
     assert info["num_classes"] == 8 and info["classes"][0] == "checkerboard" and info["hflip_safe"] is True
     report = pd.read_csv(project / "data/tiny/08_reporting/report.csv")
-    assert list(report["model"]) == ["teacher", "baseline", "pixel_kd", "sstkd"]
+    assert list(report["model"]) == ["teacher", "baseline.seed_0", "pixel_kd.seed_0", "sstkd.seed_0"]
     assert report["miou"].between(0, 100).all()
+    assert "One seed: no interval and no verdict can be given" in (project / "data/tiny/08_reporting/report.md").read_text()

@@ -63,7 +63,7 @@ def test_a_pulled_study_is_up_to_date_evaluates_and_audits_without_the_original_
     run(clone, "run", "--env", "tiny", "--pipelines", "evaluation")  # logs into the clone's own store
     info = json.loads((clone / "data/tiny/02_intermediate/dataset_info.json").read_text())
     assert info["root"] == "data/tiny/01_raw/texture_mosaics"
-    lineage = output(run(clone, "lineage", "--model", "data/tiny/06_models/students/sstkd.pt", command=SSTKD))
+    lineage = output(run(clone, "lineage", "--model", "data/tiny/06_models/students/sstkd/seed_0.pt", command=SSTKD))
     assert f"git_commit {study_commit}" in lineage
     assert f"data_fingerprint {info['fingerprint']}" in lineage
     assert "losses.structural.levels = 3" in lineage and "kedro_env tiny" in lineage
@@ -75,4 +75,4 @@ def test_a_pulled_study_is_up_to_date_evaluates_and_audits_without_the_original_
 def _teacher_record(project: Path) -> dict:
     from sstkd.training.checkpoint import load_checkpoint
 
-    return load_checkpoint(project / "data/tiny/06_models/students/sstkd.pt")["lineage"]["teacher"]
+    return load_checkpoint(project / "data/tiny/06_models/students/sstkd/seed_0.pt")["lineage"]["teacher"]

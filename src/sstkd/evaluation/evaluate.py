@@ -48,14 +48,16 @@ def predict_labels(network: nn.Module, images: np.ndarray, normalization: dict, 
 
 
 @torch.no_grad()
-def network_cost(network: nn.Module, height: int, width: int, runs: int = 5) -> dict:
-    """Parameters, GFLOPs of one forward pass (torch's FLOP counter; 1 MAC = 2 FLOPs) and CPU latency (median)."""
+def network_cost(network: nn.Module, height: int, width: int, runs: int = 20, warmup: int = 3) -> dict:
+    """Parameters, GFLOPs of one forward pass (torch's FLOP counter; 1 MAC = 2 FLOPs) and CPU latency: the median
+    of ``runs`` timed passes after ``warmup`` untimed ones (one pass is one noisy sample on a shared CPU)."""
     network = network.cpu().eval()
     sample = torch.zeros(1, 3, height, width)
     counter = FlopCounterMode(display=False)
     with counter:
         network(sample)
-    network(sample)  # warm-up
+    for _ in range(warmup):
+        network(sample)
     timings = []
     for _ in range(runs):
         started = time.perf_counter()
@@ -66,4 +68,5 @@ def network_cost(network: nn.Module, height: int, width: int, runs: int = 5) -> 
         "gflops": counter.get_total_flops() / 1e9,
         "cpu_latency_ms": 1000 * float(np.median(timings)),
         "latency_input": f"1x3x{height}x{width}",
+        "latency_threads": torch.get_num_threads(),
     }

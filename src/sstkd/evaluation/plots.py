@@ -14,6 +14,7 @@ from sstkd.data.sources import IGNORE_INDEX  # noqa: E402
 from sstkd.data.transforms import normalized_batch  # noqa: E402
 from sstkd.distill.contourlet import ContourletDecomposition, standardize_channels  # noqa: E402
 from sstkd.distill.texture_statistics import DenoisedTextureEqualization, rms_scale_channels  # noqa: E402
+from sstkd.study import split_model_name  # noqa: E402
 
 
 def _palette(num_classes: int) -> np.ndarray:
@@ -24,33 +25,50 @@ def _palette(num_classes: int) -> np.ndarray:
     return palette
 
 
-def plot_miou(table: pd.DataFrame) -> plt.Figure:
-    fig, ax = plt.subplots(figsize=(1.4 * len(table) + 2, 3.6))
-    x = np.arange(len(table))
-    ax.bar(x - 0.2, table["miou"], 0.4, label="mIoU")
-    ax.bar(x + 0.2, table["boundary_fscore"], 0.4, label="boundary F-score")
-    for i, value in enumerate(table["miou"]):
-        ax.text(i - 0.2, value + 0.5, f"{value:.1f}", ha="center", fontsize=8)
-    ax.set_xticks(x, table["model"], rotation=20)
-    ax.set_ylabel("%")
-    ax.set_title("Test mIoU and boundary F-score per model")
-    ax.legend(loc="lower right")
+def plot_study(per_model: pd.DataFrame, summary: pd.DataFrame, confidence: float = 0.95) -> plt.Figure:
+    """Per method: every seed's test mIoU / boundary F (points), the mean and its interval (bar); teacher dashed."""
+    panels = {"miou": "test mIoU (%)", "boundary_fscore": "boundary F-score (%)"}
+    students = summary[summary["role"] == "student"].reset_index(drop=True)
+    fig, axes = plt.subplots(1, 2, figsize=(max(7.0, 1.3 * len(students) + 3), 3.8), squeeze=False)
+    rng = np.random.default_rng(0)  # jitter only, so that equal values stay visible
+    for ax, (metric, label) in zip(axes[0], panels.items()):
+        for i, row in students.iterrows():
+            values = per_model.loc[per_model["method"] == row["method"], metric].to_numpy(dtype=float)
+            ax.scatter(i + rng.uniform(-0.12, 0.12, len(values)), values, s=16, color=f"C{i}", alpha=0.7, zorder=3)
+            mean, low, high = row[f"{metric}_mean"], row[f"{metric}_ci_low"], row[f"{metric}_ci_high"]
+            if np.isfinite(low):
+                ax.errorbar(i + 0.3, mean, yerr=[[mean - low], [high - mean]], fmt="o", color="k", capsize=4,
+                            markersize=4, zorder=4)
+            else:
+                ax.plot(i + 0.3, mean, "o", color="k", markersize=4)
+        for _, teacher in summary[summary["role"] == "teacher"].iterrows():
+            ax.axhline(teacher[f"{metric}_mean"], color="0.4", linestyle="--", linewidth=1,
+                       label=f"{teacher['method']} {teacher[f'{metric}_mean']:.1f}")
+        ax.set_xticks(range(len(students)), students["method"], rotation=20, ha="right")
+        ax.set_xlim(-0.5, len(students) - 0.3)
+        ax.set_ylabel(label)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    seeds = int(students["seeds"].max()) if len(students) else 0
+    interval = f"mean and {100 * confidence:g}% t-interval" if seeds > 1 else "one seed: no interval"
+    fig.suptitle(f"Per method: each seed (points), {interval} (black); teacher dashed", fontsize=10)
     fig.tight_layout()
     return fig
 
 
-def plot_per_class_iou(results: dict[str, dict], class_names: list[str]) -> plt.Figure:
+def plot_per_class_iou(per_class: dict[str, list[float | None]], class_names: list[str]) -> plt.Figure:
+    """``per_class[method]``: per-class IoU averaged over the method's seeds."""
     fig, ax = plt.subplots(figsize=(max(8, 0.8 * len(class_names)), 3.8))
-    width = 0.8 / max(len(results), 1)
+    width = 0.8 / max(len(per_class), 1)
     x = np.arange(len(class_names))
-    for i, (model, result) in enumerate(results.items()):
-        values = [np.nan if v is None else 100 * v for v in result["metrics"]["per_class_iou"]]
-        ax.bar(x + (i - (len(results) - 1) / 2) * width, values, width, label=model)
+    for i, (method, values) in enumerate(per_class.items()):
+        heights = [np.nan if v is None else 100 * v for v in values]
+        ax.bar(x + (i - (len(per_class) - 1) / 2) * width, heights, width, label=method)
     ax.set_xticks(x, class_names, rotation=35, ha="right")
     ax.set_ylim(0, 115)  # headroom for the legend above the bars
-    ax.set_ylabel("IoU (%)")
+    ax.set_ylabel("IoU (%, mean over seeds)")
     ax.set_title("Per-class IoU")
-    ax.legend(fontsize=8, ncol=min(len(results), 4))
+    ax.legend(fontsize=8, ncol=min(len(per_class), 4))
     fig.tight_layout()
     return fig
 
@@ -120,7 +138,8 @@ def plot_class_frequencies(statistics: dict) -> plt.Figure:
 
 
 def plot_texture_transfer(results: dict[str, dict]) -> plt.Figure:
-    """Directional energy profiles per model, and each transfer measure per model with the teacher's value."""
+    """Directional energy profiles per method (mean over seeds), and each transfer measure per method: every seed
+    as a point, the mean as a bar, the teacher's value dashed."""
     panels = [("profile_l1", "directional profile L1 to teacher ↓"), ("intensity_l1", "DTIEM equalised-intensity L1 ↓"),
               ("histogram_w1", "DTIEM histogram W1 ↓"), ("cka", "linear CKA to teacher ↑"),
               ("probe_accuracy", "stage-1 linear probe accuracy ↑")]
@@ -130,26 +149,33 @@ def plot_texture_transfer(results: dict[str, dict]) -> plt.Figure:
             ax.axis("off")
         axes[0].text(0.5, 0.5, "texture transfer disabled", ha="center")
         return fig
-    models = list(results)
-    for model in models:
-        profile = np.asarray(results[model]["profile"])
-        axes[0].plot(profile.flatten(), marker=".", label=model, linewidth=2.2 if model == "teacher" else 1.0)
-    directions = np.asarray(results[models[0]]["profile"]).shape[1]
+    by_method: dict[str, list[dict]] = {}
+    for model, result in results.items():
+        by_method.setdefault(split_model_name(model)[0], []).append(result)
+    methods = list(by_method)
+    for method, runs in by_method.items():
+        profile = np.mean([np.asarray(run["profile"]) for run in runs], axis=0)
+        axes[0].plot(profile.flatten(), marker=".", label=method, linewidth=2.2 if method == "teacher" else 1.0)
+    directions = np.asarray(next(iter(results.values()))["profile"]).shape[1]
     axes[0].set_xlabel(f"level × direction ({directions} per level)")
+    axes[0].set_ylabel("share of band-pass energy")
     axes[0].set_title("directional energy profile", fontsize=9)
     axes[0].legend(fontsize=7)
-    x = np.arange(len(models))
+    x = np.arange(len(methods))
     for ax, (key, title) in zip(axes[1:], panels):
-        values = [results[m][key] for m in models]
-        colours = ["0.55" if m == "teacher" else f"C{i}" for i, m in enumerate(models)]
-        ax.bar(x, values, color=colours)
-        if "teacher" in results:
-            ax.axhline(results["teacher"][key], color="k", linestyle="--", linewidth=0.8, label="teacher")
-        ax.set_xticks(x, models, rotation=30, ha="right", fontsize=8)
+        values = [[run[key] for run in by_method[m]] for m in methods]
+        colours = ["0.55" if m == "teacher" else f"C{i}" for i, m in enumerate(methods)]
+        ax.bar(x, [np.mean(v) for v in values], color=colours, alpha=0.6)
+        for i, seed_values in enumerate(values):
+            ax.scatter(np.full(len(seed_values), i), seed_values, s=10, color="k", zorder=3)
+        if "teacher" in by_method:
+            ax.axhline(by_method["teacher"][0][key], color="k", linestyle="--", linewidth=0.8, label="teacher")
+        ax.set_xticks(x, methods, rotation=30, ha="right", fontsize=8)
         ax.set_title(title, fontsize=9)
         if key == "probe_accuracy":
-            low = min(values)
-            ax.set_ylim(max(0.0, low - 0.05), min(1.0, max(values) + 0.02))
-    fig.suptitle("Texture transfer: each network's stage-1 features vs the teacher's (evaluation split)", fontsize=10)
+            flat = [v for seed_values in values for v in seed_values]
+            ax.set_ylim(max(0.0, min(flat) - 0.05), min(1.0, max(flat) + 0.02))
+    fig.suptitle("Texture transfer: each network's stage-1 features vs the teacher's (evaluation split; "
+                 "points: seeds)", fontsize=10)
     fig.tight_layout()
     return fig

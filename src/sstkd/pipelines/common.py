@@ -24,7 +24,8 @@ RECORD_FILE = "lineage.json"  # next to a model's last.pt: the record of the run
 
 def train_and_track(name: str, role: str, cache: dict, dataset_info: dict, statistics: dict,
                     network: NetworkConfig, losses: dict, training: TrainingConfig,
-                    teacher_payload: dict | None = None) -> tuple[dict, list[dict]]:
+                    teacher_payload: dict | None = None, tags: dict[str, str] | None = None
+                    ) -> tuple[dict, list[dict]]:
     """Train ``name`` in a nested MLflow run (params, per-epoch metrics, the model) and return its payload.
 
     A model whose checkpoint already finished training with the same fingerprint is up to date: it is restored,
@@ -43,7 +44,7 @@ def train_and_track(name: str, role: str, cache: dict, dataset_info: dict, stati
             result.history
 
     tags = {"sstkd.role": role, "sstkd.model": name, "data.fingerprint": dataset_info.get("fingerprint", ""),
-            **tracking.git_state(), **tracking.dvc_hashes()}
+            **tracking.git_state(), **tracking.dvc_hashes(), **(tags or {})}
     if teacher_payload is not None:
         tags["sstkd.teacher_run_id"] = teacher_payload.get("mlflow_run_id", "")
         tags["sstkd.teacher_fingerprint"] = teacher_payload.get("fingerprint", "")

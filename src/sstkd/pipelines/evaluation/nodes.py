@@ -1,24 +1,38 @@
 """Evaluate every trained network on the test split and write the study's report."""
 
+import json
+import logging
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from sstkd import tracking
-from sstkd.config import EvaluationParams, validate
+from sstkd.config import EvaluationParams, StudyParams, validate
 from sstkd.data.cache import check_cache_matches_info
 from sstkd.evaluation.evaluate import evaluate_network, network_cost, predict_labels
 from sstkd.evaluation.plots import (
-    plot_miou,
     plot_per_class_iou,
     plot_predictions,
+    plot_study,
     plot_texture_modules,
     plot_texture_transfer,
 )
-from sstkd.evaluation.report import report_markdown, report_table, transfer_markdown, transfer_table
+from sstkd.evaluation.report import (
+    per_class_by_method,
+    report_markdown,
+    report_table,
+    transfer_by_method,
+    transfer_markdown,
+    transfer_table,
+)
+from sstkd.evaluation.study_summary import study_lines, study_markdown, summarize_study, summary_metrics
 from sstkd.evaluation.texture_transfer import stage1_features, texture_transfer
+from sstkd.study import split_model_name
 from sstkd.training.distributed import local_device
 from sstkd.training.recipe import check_model_matches_data, network_from_payload
+
+log = logging.getLogger(__name__)
 
 
 def _architecture(payload: dict) -> str:
@@ -36,14 +50,20 @@ def evaluate_models(training_cache: dict, dataset_info: dict, evaluation: dict, 
     images, masks = training_cache[params.split]["images"], training_cache[params.split]["masks"]
     device = local_device(params.device)
     num_classes = int(dataset_info["num_classes"])
-    results = {}
+    results, costs = {}, {}
     for name, payload in models.items():
         network = network_from_payload(payload, source=name)
         metrics = evaluate_network(network, images, masks, num_classes, payload["normalization"],
                                    params.batch_size, params.sliding_window, params.window_overlap, params.flip,
                                    params.scales, params.boundary_radius, device, name)
-        cost = network_cost(network, images.shape[1], images.shape[2], params.latency_runs)
-        results[name] = {"role": payload.get("role", "student"), "architecture": _architecture(payload),
+        # Every seed of a method has the same network: its cost is measured once (and the same for all).
+        same_network = json.dumps(payload["network"], sort_keys=True)
+        if same_network not in costs:
+            costs[same_network] = network_cost(network, images.shape[1], images.shape[2], params.latency_runs)
+        cost = costs[same_network]
+        method, seed = split_model_name(name)
+        results[name] = {"role": payload.get("role", "student"), "method": method, "seed": seed,
+                         "architecture": _architecture(payload),
                          "metrics": metrics, "cost": cost, "best_val_miou": payload.get("best_val_miou"),
                          "mlflow_run_id": payload.get("mlflow_run_id", ""),
                          "fingerprint": payload.get("fingerprint", "")}
@@ -92,28 +112,37 @@ def _evenly_spaced(split: dict, count: int) -> tuple[np.ndarray, np.ndarray]:
     return np.array(split["images"][picked]), np.array(split["masks"][picked])
 
 
-TRANSFER_METRICS = ("profile_l1", "intensity_l1", "histogram_w1", "cka", "probe_accuracy")
-
-
-def build_report(evaluation_results: dict, dataset_info: dict, texture_transfer_results: dict
-                 ) -> tuple[pd.DataFrame, str, dict, Figure, Figure, pd.DataFrame, Figure]:
+def build_report(evaluation_results: dict, dataset_info: dict, texture_transfer_results: dict, study: dict
+                 ) -> tuple[pd.DataFrame, str, dict, pd.DataFrame, pd.DataFrame, Figure, Figure, pd.DataFrame, Figure]:
+    """Per model and per method over seeds: tables, the Markdown report, ``metrics.json`` and the figures."""
+    params = validate(StudyParams, study, "study")
     table = report_table(evaluation_results)
+    summary = summarize_study(table, params.references, params.confidence)
     transfer = transfer_table(texture_transfer_results)
+    transfer_summary = transfer_by_method(transfer)
+    section = study_markdown(summary)
     markdown = report_markdown(table, evaluation_results, dataset_info["classes"],
-                               f"SSTKD study on {dataset_info['layout']} ({dataset_info['root']})")
+                               f"SSTKD study on {dataset_info['layout']} ({dataset_info['root']})", section)
     markdown += transfer_markdown(transfer)
-    metrics = {row["model"]: {k: (None if pd.isna(row[k]) else float(row[k]))
-                              for k in ("miou", "delta_miou", "boundary_fscore", "boundary_iou", "pixel_accuracy")}
-               for _, row in table.iterrows()}
-    for _, row in transfer.iterrows():
-        metrics.setdefault(row["model"], {}).update({f"texture_{k}": float(row[k]) for k in TRANSFER_METRICS})
-    return (table, markdown, metrics, plot_miou(table),
-            plot_per_class_iou(evaluation_results, dataset_info["classes"]), transfer,
+    metrics = summary_metrics(summary, transfer_summary)
+    for method, values in metrics.items():
+        tracking.log_metrics({k: v for k, v in values.items() if v is not None}, prefix=f"study.{method}.")
+    tracking.set_tags({f"study.{row['method']}.vs_{row['reference']}.{row['metric']}": row["verdict"]
+                       for _, row in summary.comparisons.iterrows()})
+    log.info("The study (test metrics in %%; mean ± std [%g%% interval] over seeds %s):\n%s",
+             100 * params.confidence, summary.seeds, "\n".join(study_lines(summary)))
+    return (table, markdown, metrics, summary.methods, summary.comparisons,
+            plot_study(table, summary.methods, params.confidence),
+            plot_per_class_iou(per_class_by_method(evaluation_results), dataset_info["classes"]), transfer,
             plot_texture_transfer(texture_transfer_results))
 
 
 def plot_examples(training_cache: dict, dataset_info: dict, evaluation: dict, **models: dict) -> tuple[Figure, Figure]:
+    """Predictions and texture modules of the teacher and of each method's model of the study's first seed."""
     params = validate(EvaluationParams, evaluation, "evaluation")
+    seeds = {name: split_model_name(name) for name in models}
+    first_seed = min((seed for _, seed in seeds.values() if seed is not None), default=None)
+    models = {seeds[name][0]: payload for name, payload in models.items() if seeds[name][1] in (None, first_seed)}
     split = training_cache[params.split]
     count = min(params.qualitative_samples, len(split["images"]))
     images, masks = np.array(split["images"][:count]), np.array(split["masks"][:count])

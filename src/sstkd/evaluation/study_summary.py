@@ -1,0 +1,198 @@
+"""The study's verdict: per method over seeds, intervals of the mean and paired differences to the references.
+
+Input is the per-model table of :func:`sstkd.evaluation.report.report_table` (one row per trained model, metrics in
+percent, ``method`` and ``seed`` columns). Intervals of a method's mean are Student t over its seeds; differences
+between methods are **paired** by seed (same seed = same data order, augmentation and initialisation) and their
+interval is the paired t interval of the per-seed differences (:mod:`sstkd.evaluation.statistics`). The teacher is
+trained once per study: its value is a constant, not a sample.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from sstkd.evaluation.statistics import mean_interval, paired_comparison
+
+SUMMARY_METRICS = ("miou", "boundary_fscore")
+TEST_NAME = "paired t over seeds"
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    methods: pd.DataFrame  # one row per method (the teacher first): seeds, mean, std, interval per metric, gap
+    comparisons: pd.DataFrame  # one row per (method, reference, metric): the paired difference and its verdict
+    confidence: float
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted({int(s) for s in self.methods.attrs.get("seeds", [])})
+
+
+def _by_seed(per_model: pd.DataFrame, metric: str) -> dict[str, dict[int, float]]:
+    students = per_model[per_model["role"] == "student"]
+    return {method: {int(row["seed"]): float(row[metric]) for _, row in rows.iterrows()}
+            for method, rows in students.groupby("method", sort=False)}
+
+
+def summarize_study(per_model: pd.DataFrame, references: list[str] | tuple[str, ...] = ("baseline", "pixel_kd"),
+                    confidence: float = 0.95, baseline: str = "baseline") -> StudySummary:
+    by_seed = {metric: _by_seed(per_model, metric) for metric in SUMMARY_METRICS}
+    teachers = per_model[per_model["role"] == "teacher"]
+    rows = []
+    for _, teacher in teachers.iterrows():
+        row = {"method": teacher["model"], "role": "teacher", "seeds": 1}
+        for metric in SUMMARY_METRICS:
+            row |= {f"{metric}_mean": float(teacher[metric]), f"{metric}_std": math.nan,
+                    f"{metric}_ci_low": math.nan, f"{metric}_ci_high": math.nan}
+        rows.append(row)
+    teacher_miou = float(teachers["miou"].iloc[0]) if len(teachers) else math.nan
+
+    comparisons = []
+    for method, seeds in by_seed["miou"].items():
+        row = {"method": method, "role": "student", "seeds": len(seeds)}
+        for metric in SUMMARY_METRICS:
+            interval = mean_interval(list(by_seed[metric][method].values()), confidence)
+            row |= {f"{metric}_mean": interval.mean, f"{metric}_std": interval.std,
+                    f"{metric}_ci_low": interval.low, f"{metric}_ci_high": interval.high}
+        row |= _gap_recovered(method, baseline, by_seed["miou"], teacher_miou, confidence)
+        rows.append(row)
+        for reference in references:
+            if reference == method or reference not in by_seed["miou"] or _earlier(method, reference, references):
+                continue
+            for metric in SUMMARY_METRICS:
+                comparison = paired_comparison(method, reference, by_seed[metric], confidence)
+                difference = comparison.difference
+                comparisons.append({
+                    "method": method, "reference": reference, "metric": metric, "seeds": difference.n,
+                    "difference_mean": difference.mean, "difference_std": difference.std,
+                    "ci_low": difference.low, "ci_high": difference.high, "verdict": comparison.verdict,
+                    "test": TEST_NAME,
+                })
+    methods = pd.DataFrame(rows).round(4)
+    methods.attrs["seeds"] = sorted({s for seeds in by_seed["miou"].values() for s in seeds})
+    return StudySummary(methods, pd.DataFrame(comparisons, columns=[
+        "method", "reference", "metric", "seeds", "difference_mean", "difference_std", "ci_low", "ci_high",
+        "verdict", "test"]).round(4), confidence)
+
+
+def _earlier(method: str, reference: str, references) -> bool:
+    """``method`` is itself a reference listed before ``reference``: the pair is already shown the other way round
+    (pixel KD vs baseline, not baseline vs pixel KD)."""
+    references = list(references)
+    return method in references and references.index(method) < references.index(reference)
+
+
+def _gap_recovered(method: str, baseline: str, by_seed: dict[str, dict[int, float]], teacher: float,
+                   confidence: float) -> dict[str, float]:
+    """``(method − baseline) / (teacher − baseline)`` from the paired difference over the shared seeds; its
+    interval is the paired interval divided by the same gap (the teacher is one fixed model)."""
+    nothing = {"gap_recovered": math.nan, "gap_recovered_ci_low": math.nan, "gap_recovered_ci_high": math.nan}
+    if baseline not in by_seed or math.isnan(teacher):
+        return nothing
+    if method == baseline:
+        return nothing | {"gap_recovered": 0.0}
+    difference = paired_comparison(method, baseline, by_seed, confidence).difference
+    shared = [by_seed[baseline][s] for s in by_seed[method] if s in by_seed[baseline]]
+    gap = teacher - sum(shared) / len(shared)
+    if gap == 0:
+        return nothing
+    return {"gap_recovered": difference.mean / gap, "gap_recovered_ci_low": difference.low / gap,
+            "gap_recovered_ci_high": difference.high / gap}
+
+
+def _number(value: float) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def summary_metrics(summary: StudySummary, transfer_by_method: pd.DataFrame | None = None) -> dict[str, dict]:
+    """The headline numbers per method, for ``metrics.json`` (DVC) and MLflow: numbers only (``null`` where a
+    single seed gives no interval)."""
+    metrics: dict[str, dict] = {}
+    for _, row in summary.methods.iterrows():
+        entry = {"seeds": int(row["seeds"])}
+        for metric in SUMMARY_METRICS:
+            entry |= {f"{metric}_{stat}": _number(row[f"{metric}_{stat}"])
+                      for stat in ("mean", "std", "ci_low", "ci_high")}
+        if row["role"] == "student":
+            entry |= {key: _number(row[key]) for key in ("gap_recovered", "gap_recovered_ci_low",
+                                                          "gap_recovered_ci_high")}
+        metrics[row["method"]] = entry
+    for _, row in summary.comparisons.iterrows():
+        key = f"delta_{row['metric']}_vs_{row['reference']}"
+        metrics[row["method"]] |= {key: _number(row["difference_mean"]), f"{key}_ci_low": _number(row["ci_low"]),
+                                   f"{key}_ci_high": _number(row["ci_high"])}
+    if transfer_by_method is not None:
+        for _, row in transfer_by_method.iterrows():
+            metrics.setdefault(row["method"], {}).update(
+                {f"texture_{column[: -len('_mean')]}": _number(row[column])
+                 for column in transfer_by_method.columns if column.endswith("_mean")})
+    return metrics
+
+
+def _interval_cell(row, metric: str) -> str:
+    mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
+    if math.isnan(std):
+        return f"{mean:.2f}"
+    return f"{mean:.2f} ± {std:.2f} [{row[f'{metric}_ci_low']:.2f}, {row[f'{metric}_ci_high']:.2f}]"
+
+
+def _signed_interval(mean: float, low: float, high: float, scale: float = 1.0, unit: str = "") -> str:
+    if math.isnan(mean):
+        return ""
+    if math.isnan(low):
+        return f"{scale * mean:+.2f}{unit}"
+    return f"{scale * mean:+.2f}{unit} [{scale * low:+.2f}, {scale * high:+.2f}]"
+
+
+def study_markdown(summary: StudySummary) -> str:
+    """The study's section of the report: the per-method table with intervals, then the paired verdicts."""
+    seeds = summary.seeds
+    percent = f"{100 * summary.confidence:g}%"
+    lines = [f"## The study over {len(seeds)} seed{'s' if len(seeds) != 1 else ''} "
+             f"({', '.join(str(s) for s in seeds)})", ""]
+    if len(seeds) < 2:
+        lines += ["**One seed: no interval and no verdict can be given.** Methods differ by a seed's noise on this "
+                  "data; run several seeds (`study.seeds`) before comparing them.", ""]
+    lines += [f"Test metrics in percent: mean ± sample std over seeds [{percent} Student-t interval of the mean]. "
+              "The teacher is trained once per study (one value). Gap recovered = (method − baseline) / "
+              "(teacher − baseline) mIoU, from the paired difference, in percent of the gap.", "",
+              "| method | seeds | mIoU | boundary F | gap recovered |", "|---|---|---|---|---|"]
+    for _, row in summary.methods.iterrows():
+        gap = "" if row["role"] == "teacher" else _signed_interval(
+            row["gap_recovered"], row["gap_recovered_ci_low"], row["gap_recovered_ci_high"], 100, "%")
+        lines.append(f"| {row['method']} | {row['seeds']} | {_interval_cell(row, 'miou')} | "
+                     f"{_interval_cell(row, 'boundary_fscore')} | {gap} |")
+    if not summary.comparisons.empty:
+        lines += ["", f"### Paired differences ({TEST_NAME}, {percent} interval)", "",
+                  "Same seed = same data order, augmentation and initialisation: each method's per-seed difference "
+                  "to the reference, averaged. **better** / **worse**: the interval excludes zero; otherwise no "
+                  "detectable difference at this number of seeds.", "",
+                  "| method | vs | Δ mIoU [CI] | verdict | Δ boundary F [CI] | verdict |", "|---|---|---|---|---|---|"]
+        by_pair = summary.comparisons.set_index(["method", "reference", "metric"])
+        for method, reference in dict.fromkeys(zip(summary.comparisons["method"],
+                                                   summary.comparisons["reference"])):
+            cells = []
+            for metric in SUMMARY_METRICS:
+                row = by_pair.loc[(method, reference, metric)]
+                cells += [_signed_interval(row["difference_mean"], row["ci_low"], row["ci_high"]), row["verdict"]]
+            lines.append(f"| {method} | {reference} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def study_lines(summary: StudySummary) -> list[str]:
+    """One line per method for the console: the mean and interval, then each paired verdict."""
+    lines = []
+    comparisons = summary.comparisons[summary.comparisons["metric"] == "miou"]
+    for _, row in summary.methods.iterrows():
+        text = f"{row['method']}: mIoU {_interval_cell(row, 'miou')}"
+        text += f" ({row['seeds']} seed{'s' if row['seeds'] != 1 else ''})" if row["role"] == "student" else ""
+        for _, pair in comparisons[comparisons["method"] == row["method"]].iterrows():
+            difference = _signed_interval(pair["difference_mean"], pair["ci_low"], pair["ci_high"])
+            text += f"; vs {pair['reference']} {difference} {pair['verdict']}"
+        if row["role"] == "student" and row["method"] != "baseline" and not math.isnan(row["gap_recovered"]):
+            text += f"; gap recovered {100 * row['gap_recovered']:+.0f}%"
+        lines.append(text)
+    return lines

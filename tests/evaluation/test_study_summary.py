@@ -1,0 +1,67 @@
+import math
+
+import pandas as pd
+import pytest
+from scipy import stats
+
+from sstkd.evaluation.study_summary import study_lines, study_markdown, summarize_study, summary_metrics
+from sstkd.study import model_name, parse_seeds, split_model_name
+
+
+def _per_model(values: dict[str, dict[int, float]], teacher: float = 80.0) -> pd.DataFrame:
+    rows = [{"model": "teacher", "method": "teacher", "seed": None, "role": "teacher", "miou": teacher,
+             "boundary_fscore": teacher / 2}]
+    for method, by_seed in values.items():
+        rows += [{"model": model_name(method, seed), "method": method, "seed": seed, "role": "student",
+                  "miou": miou, "boundary_fscore": miou / 2} for seed, miou in by_seed.items()]
+    return pd.DataFrame(rows)
+
+
+def test_model_names_carry_method_and_seed_and_seeds_parse_from_the_command_line():
+    assert split_model_name(model_name("sstkd_structural_only", 12)) == ("sstkd_structural_only", 12)
+    assert split_model_name("teacher") == ("teacher", None)
+    assert parse_seeds([0, 1, 2]) == parse_seeds("[0+1+2]") == parse_seeds(["0+1", 2]) == [0, 1, 2]
+    assert parse_seeds(4) == [4]
+    for bad, message in (([0, 0], "twice"), ([], "no seed"), (["a"], "not a seed"), ([-1], "not a seed")):
+        with pytest.raises(ValueError, match=message):
+            parse_seeds(bad)
+
+
+def test_three_seeds_give_intervals_paired_verdicts_and_the_gap_recovered():
+    values = {"baseline": {0: 60.0, 1: 62.0, 2: 61.0}, "pixel_kd": {0: 61.0, 1: 63.5, 2: 61.5},
+              "sstkd": {0: 63.0, 1: 65.0, 2: 64.1}}
+    summary = summarize_study(_per_model(values))
+    methods = summary.methods.set_index("method")
+    t = stats.t.ppf(0.975, 2)
+    sstkd = pd.Series(values["sstkd"])
+    assert methods.loc["sstkd", "miou_mean"] == pytest.approx(sstkd.mean(), abs=1e-4)
+    assert methods.loc["sstkd", "miou_ci_high"] == pytest.approx(sstkd.mean() + t * sstkd.std() / math.sqrt(3), abs=1e-4)
+    pairs = summary.comparisons.set_index(["method", "reference", "metric"])
+    assert pairs.loc[("sstkd", "baseline", "miou"), "verdict"] == "better"  # +3.0, +3.0, +3.1: tight
+    assert pairs.loc[("pixel_kd", "baseline", "miou"), "verdict"] == "no detectable difference"  # +1, +1.5, +0.5
+    assert ("baseline", "pixel_kd", "miou") not in pairs.index  # the same pair is shown once
+    difference = (sstkd - pd.Series(values["baseline"])).mean()
+    assert methods.loc["sstkd", "gap_recovered"] == pytest.approx(difference / (80.0 - 61.0), abs=1e-4)
+    assert methods.loc["baseline", "gap_recovered"] == 0.0 and math.isnan(methods.loc["teacher", "miou_std"])
+    metrics = summary_metrics(summary)
+    assert metrics["sstkd"]["delta_miou_vs_pixel_kd"] == pytest.approx(
+        (sstkd - pd.Series(values["pixel_kd"])).mean(), abs=1e-4)
+    assert metrics["teacher"]["miou_ci_low"] is None and metrics["sstkd"]["seeds"] == 3
+    assert "| sstkd | baseline | +3.03 [" in study_markdown(summary)
+    assert any(line.startswith("sstkd: mIoU 64.03 ± ") and "vs baseline +3.03" in line and "better" in line
+               for line in study_lines(summary))
+
+
+def test_one_seed_reports_points_and_says_no_interval_or_verdict_can_be_given():
+    summary = summarize_study(_per_model({"baseline": {0: 60.0}, "sstkd": {0: 61.0}}))
+    assert summary.comparisons.iloc[0]["verdict"] == "one seed: no verdict"
+    assert math.isnan(summary.methods.set_index("method").loc["sstkd", "miou_ci_low"])
+    markdown = study_markdown(summary)
+    assert "One seed: no interval and no verdict can be given" in markdown and "| sstkd | 1 | 61.00 |" in markdown
+    assert summary_metrics(summary)["sstkd"]["delta_miou_vs_baseline_ci_low"] is None
+
+
+def test_methods_compare_only_on_the_seeds_they_share():
+    summary = summarize_study(_per_model({"baseline": {0: 60.0, 1: 61.0, 2: 59.0}, "sstkd": {1: 62.0, 2: 61.0}}))
+    row = summary.comparisons.set_index(["method", "metric"]).loc[("sstkd", "miou")]
+    assert row["seeds"] == 2 and row["difference_mean"] == pytest.approx(1.5)
