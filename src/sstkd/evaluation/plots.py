@@ -74,8 +74,10 @@ def plot_per_class_iou(per_class: dict[str, list[float | None]], class_names: li
 
 
 def plot_predictions(images: np.ndarray, masks: np.ndarray, predictions: dict[str, np.ndarray],
-                     num_classes: int) -> plt.Figure:
-    """Rows: samples; columns: image, ground truth, then each model's prediction."""
+                     num_classes: int, class_names: list[str] | None = None) -> plt.Figure:
+    """Rows: samples; columns: image, ground truth, then each model's prediction; a class-colour legend below."""
+    from matplotlib.patches import Patch
+
     palette = _palette(num_classes)
     columns = ["image", "ground truth", *predictions]
     fig, axes = plt.subplots(len(images), len(columns), figsize=(2.1 * len(columns), 2.1 * len(images)),
@@ -87,7 +89,11 @@ def plot_predictions(images: np.ndarray, masks: np.ndarray, predictions: dict[st
             axes[row, col].axis("off")
             if row == 0:
                 axes[row, col].set_title(title, fontsize=9)
-    fig.tight_layout()
+    names = class_names or [str(i) for i in range(num_classes)]
+    handles = [Patch(color=palette[i], label=name) for i, name in enumerate(names)]
+    handles.append(Patch(color=palette[IGNORE_INDEX], label="ignored"))
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06 + 0.03 * (len(handles) // 6), 1, 1))
     return fig
 
 
@@ -98,32 +104,38 @@ def plot_texture_modules(image: np.ndarray, networks: dict[str, torch.nn.Module]
     batch = normalized_batch(image[None], normalization)
     cdm = ContourletDecomposition(levels, directions)
     dtiem = DenoisedTextureEqualization((quantization,))
-    fig, axes = plt.subplots(len(networks), directions + 2, figsize=(1.7 * (directions + 2), 1.9 * len(networks)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(networks), directions + 2, figsize=(1.9 * (directions + 2), 2.1 * len(networks)),
+                             squeeze=False, layout="constrained")
     for row, (name, network) in enumerate(networks.items()):
         low_level = network.cpu().eval()(batch).low_level
         subbands = cdm(standardize_channels(low_level))[0][0]  # finest level, first image: (D, C, h, w)
         energy = subbands.pow(2).mean(dim=1)
         scale = float(energy.max())
         axes[row, 0].imshow(image)
-        axes[row, 0].set_ylabel(name, fontsize=9)
+        axes[row, 0].set_ylabel(name, fontsize=10)
         for d in range(directions):
-            axes[row, d + 1].imshow(energy[d], cmap="magma", vmin=0, vmax=scale)
+            shown = axes[row, d + 1].imshow(energy[d], cmap="magma", vmin=0, vmax=scale)
             if row == 0:
-                axes[row, d + 1].set_title(f"{180 * d / directions:.0f}°", fontsize=8)  # wedge centres
+                axes[row, d + 1].set_title(f"{180 * d / directions:.0f}°", fontsize=10)  # wedge centres
+        colour_bar = fig.colorbar(shown, ax=list(axes[row, 1:-1]), fraction=0.015, pad=0.01)
+        colour_bar.set_label("band energy", fontsize=8)
+        colour_bar.ax.tick_params(labelsize=7)
         stats = dtiem(rms_scale_channels(low_level))[0]  # as L_sta prepares features: never centred
         axes[row, -1].bar(np.arange(quantization), stats.histogram[0].numpy(), color="0.6", label="counts")
         axes[row, -1].plot(np.arange(quantization), stats.denoised[0].numpy(), "r-", label="denoised")
         axes[row, -1].plot(np.arange(quantization), stats.cdf[0].numpy() / quantization * 2, "b--", label="CDF (scaled)")
+        axes[row, -1].set_ylabel("share of pixels", fontsize=8)
+        axes[row, -1].tick_params(labelsize=7)
         if row == 0:
-            axes[row, -1].set_title("DTIEM levels", fontsize=8)
-            axes[row, -1].legend(fontsize=6)
+            axes[row, -1].set_title("DTIEM histogram", fontsize=10)
+            axes[row, -1].legend(fontsize=7)
+        if row == len(networks) - 1:
+            axes[row, -1].set_xlabel(f"intensity level (of {quantization})", fontsize=8)
         for ax in axes[row, :-1]:
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.suptitle("CDM finest-level directional energy (per wave-vector direction) and DTIEM intensity histograms",
-                 fontsize=9)
-    fig.tight_layout()
+    fig.suptitle("Stage-1 features: CDM finest-level energy per wave-vector direction (one colour scale per row) "
+                 "and DTIEM intensity histogram", fontsize=11)
     return fig
 
 

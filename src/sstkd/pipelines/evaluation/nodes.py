@@ -151,5 +151,5 @@ def plot_examples(training_cache: dict, dataset_info: dict, evaluation: dict, **
     predictions = {name: predict_labels(net, images, models[name]["normalization"], params.sliding_window)
                    for name, net in networks.items()}
     texture_networks = {name: networks[name] for name in ("teacher", "baseline", "sstkd") if name in networks}
-    return (plot_predictions(images, masks, predictions, int(dataset_info["num_classes"])),
+    return (plot_predictions(images, masks, predictions, int(dataset_info["num_classes"]), dataset_info["classes"]),
             plot_texture_modules(images[0], texture_networks or networks, normalization))
