@@ -121,7 +121,7 @@ def list_runs(client, out=sys.stdout, limit: int = 30) -> None:
         status = info.status if info.status != "FAILED" else "FAILED !"
         print(f"{info.run_id:34s} {tags.get('mlflow.runName', '')[:20]:20s} {tags.get('sstkd.role', 'pipeline'):8s} "
               f"{tags.get('sstkd.model', '')[:10]:10s} {status:9s} {started:16s} {duration:>8s} "
-              f"{'' if miou is None else f'{100 * miou:9.2f}'}  {tags.get('git.commit', '')[:10]}", file=out)
+              f"{'' if miou is None else f'{miou:9.2f}'}  {tags.get('git.commit', '')[:10]}", file=out)
 
 def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `sstkd lineage ... | head` ends quietly

@@ -135,6 +135,8 @@ def test_mlflow_records_one_run_with_nested_model_runs_and_lineage(project):
             "texture_transfer.png"} <= artifacts, artifacts
     sstkd_metrics = client.get_run(sstkd_id).data.metrics  # the diagnostics reach each model's own run
     assert {"texture_cka", "texture_probe_accuracy", "texture_profile_l1"} <= set(sstkd_metrics), sstkd_metrics
+    report = pd.read_csv(project / "data/tiny/08_reporting/report.csv").set_index("model")
+    assert sstkd_metrics["test_miou"] == pytest.approx(report.loc["sstkd.seed_1", "miou"], abs=1e-2)  # percent
     study = client.get_run(parent).data  # the study's statistics and verdicts on the pipeline's run
     assert {"study.sstkd.miou_mean", "study.sstkd.miou_ci_low", "study.sstkd.delta_miou_vs_baseline"} <= set(
         study.metrics), study.metrics

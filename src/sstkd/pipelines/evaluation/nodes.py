@@ -67,7 +67,9 @@ def evaluate_models(training_cache: dict, dataset_info: dict, evaluation: dict, 
                          "metrics": metrics, "cost": cost, "best_val_miou": payload.get("best_val_miou"),
                          "mlflow_run_id": payload.get("mlflow_run_id", ""),
                          "fingerprint": payload.get("fingerprint", "")}
-        _log_model_metrics(name, payload, {k: v for k, v in metrics.items() if isinstance(v, float)} | cost, "test")
+        # in the report's unit: metrics in percent (the cost keeps its own units)
+        _log_model_metrics(name, payload, {k: 100 * v for k, v in metrics.items() if isinstance(v, float)} | cost,
+                           "test")
     return results
 
 
@@ -101,8 +103,8 @@ def measure_texture_transfer(training_cache: dict, dataset_info: dict, evaluatio
                           for split, images in (("train", train_images), ("test", test_images))}
     results = texture_transfer(features, train_masks, test_masks, int(dataset_info["num_classes"]), config)
     for name, payload in models.items():
-        _log_model_metrics(name, payload, {k: v for k, v in results[name].items() if isinstance(v, float)},
-                           "texture")
+        _log_model_metrics(name, payload, {k: 100 * v if k.startswith("probe") else v
+                                           for k, v in results[name].items() if isinstance(v, float)}, "texture")
     return results
 
 
