@@ -22,6 +22,8 @@ Everything is plain PyTorch and deterministic for a given seed.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -145,13 +147,26 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
         loss.backward()
         return loss
 
-    optimizer.step(closure)
+    with _one_thread():
+        optimizer.step(closure)
     with torch.no_grad():
         prediction = linear(test_x).argmax(dim=1)
     matrix = ConfusionMatrix(num_classes)
     matrix.update(prediction, test_y)
     scores = matrix.compute()
     return {"accuracy": scores["pixel_accuracy"], "miou": scores["miou"]}
+
+
+@contextmanager
+def _one_thread():
+    """A full-batch probe is hundreds of small matrix products: on a busy 2-core machine two threads made it
+    about 15× slower than one (0.43 s vs 0.027 s for 8192 pixels × 64 channels, 60 steps), so it runs on one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _sample(count: int, population: int, generator: torch.Generator) -> torch.Tensor:
