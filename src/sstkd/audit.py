@@ -111,7 +111,7 @@ def list_runs(client, out=sys.stdout, limit: int = 30) -> None:
     if experiment is None:
         raise SystemExit("no 'sstkd' experiment in this store yet: run `kedro run` first")
     runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=limit)
-    print(f"{'run id':34s} {'name':20s} {'role':8s} {'model':10s} {'status':9s} {'started (UTC)':16s} "
+    print(f"{'run id':34s} {'name':20s} {'role':8s} {'model':20s} {'status':9s} {'started (UTC)':16s} "
           f"{'duration':>8s} {'test mIoU':>9s}  commit", file=out)
     for run in runs:
         tags, metrics, info = run.data.tags, run.data.metrics, run.info
@@ -120,7 +120,7 @@ def list_runs(client, out=sys.stdout, limit: int = 30) -> None:
         duration = f"{(info.end_time - info.start_time) / 1000:7.0f}s" if info.end_time else "running"
         status = info.status if info.status != "FAILED" else "FAILED !"
         print(f"{info.run_id:34s} {tags.get('mlflow.runName', '')[:20]:20s} {tags.get('sstkd.role', 'pipeline'):8s} "
-              f"{tags.get('sstkd.model', '')[:10]:10s} {status:9s} {started:16s} {duration:>8s} "
+              f"{tags.get('sstkd.model', '')[:20]:20s} {status:9s} {started:16s} {duration:>8s} "
               f"{'' if miou is None else f'{miou:9.2f}'}  {tags.get('git.commit', '')[:10]}", file=out)
 
 def main(argv: list[str] | None = None) -> None:

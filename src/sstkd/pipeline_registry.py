@@ -18,6 +18,7 @@ from kedro.pipeline import Pipeline
 from sstkd.config import StudyParams, validate
 from sstkd.pipelines import distillation, evaluation, ingestion, preprocessing, synthetic, teacher
 from sstkd.pipelines.distillation.pipeline import DEFAULT_METHODS, DEFAULT_SEEDS
+from sstkd.study import check_method_name
 
 _run_parameters: dict | None = None  # the running session's parameters, set by the project hook
 
@@ -45,6 +46,8 @@ def methods_to_run(parameters: dict) -> list[str]:
         methods = [methods]
     methods = [name.strip() for entry in methods for name in str(entry).split("+") if name.strip()]
     known = distill.get("methods") or {}
+    for name in methods:
+        check_method_name(name, "distillation.run")
     unknown = [m for m in methods if m not in known]
     if unknown:
         raise ValueError(f"distillation.run names {unknown}, which have no entry under distillation.methods "

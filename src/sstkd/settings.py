@@ -23,5 +23,5 @@ CONFIG_LOADER_ARGS = {
     "custom_resolvers": {"oc.env": oc.env},
 }
 
-# Namespaced outputs such as "sstkd.student_model" are read by the evaluation node on purpose.
+# Namespaced outputs such as "sstkd.seed_0.student_model" are read by the evaluation node on purpose.
 warnings.filterwarnings("ignore", message="One or more dataset names contain '.'")

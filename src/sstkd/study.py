@@ -28,16 +28,20 @@ def parse_seeds(value, where: str = "study.seeds") -> list[int]:
     """The seeds of ``value``: a list of non-negative integers, distinct, at least one.
 
     Entries may join several seeds with ``+`` (``--params "study.seeds=[0+1+2]"``), since Kedro splits ``--params``
-    at commas; a bare number is one seed.
+    at commas. A bare number is refused: ``3`` reads as "three seeds" as easily as "seed 3".
     """
-    entries = value if isinstance(value, list | tuple) else [value]
+    text = str(value).strip()
+    if not isinstance(value, list | tuple) and not (text.startswith("[") and text.endswith("]")):
+        raise ValueError(f"{where}: give a list of seeds, not {value!r}: [{text}] for seed {text} alone, "
+                         f"[0, 1, 2] for three seeds (on the command line: --params \"study.seeds=[0+1+2]\")")
+    entries = value if isinstance(value, list | tuple) else [text]
     seeds = []
     for entry in entries:
         for part in str(entry).strip("[] ").split("+"):
             part = part.strip()
             if not part:
                 continue
-            if not part.isdigit():
+            if not re.fullmatch("[0-9]+", part):
                 raise ValueError(f"{where}: {part!r} is not a seed; give non-negative integers, e.g. [0, 1, 2] "
                                  f"(on the command line: --params \"study.seeds=[0+1+2]\")")
             seeds.append(int(part))
@@ -46,3 +50,18 @@ def parse_seeds(value, where: str = "study.seeds") -> list[int]:
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"{where} names a seed twice: {seeds}")
     return seeds
+
+
+METHOD_NAME = re.compile(r"[A-Za-z0-9_-]+")
+RESERVED_NAMES = ("teacher",)
+
+
+def check_method_name(name: str, where: str = "distillation.methods") -> None:
+    """A method's name is a namespace and a folder: letters, digits, ``_`` and ``-`` only, and not ``teacher``.
+
+    A dot would nest namespaces (``sstkd.v2`` would run with ``--namespaces sstkd``) and make ``a.seed_1.seed_0``
+    ambiguous between the catalog and the report.
+    """
+    if not METHOD_NAME.fullmatch(name) or name in RESERVED_NAMES:
+        raise ValueError(f"{where}: method name {name!r} is not allowed; use letters, digits, '_' and '-' only "
+                         f"(not {', '.join(RESERVED_NAMES)})")

@@ -46,3 +46,4 @@ def test_only_shared_seeds_are_paired_and_gap_recovered():
         paired_comparison("a", "b", {"a": {0: 1.0}, "b": {1: 1.0}})
     assert gap_recovered(70.0, 68.0, 76.0) == pytest.approx(0.25)
     assert math.isnan(gap_recovered(70.0, 68.0, 68.0))
+    assert math.isnan(gap_recovered(70.0, 68.0, 66.0))  # a teacher below the baseline: no share, not −100%

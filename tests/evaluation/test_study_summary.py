@@ -5,7 +5,7 @@ import pytest
 from scipy import stats
 
 from sstkd.evaluation.study_summary import study_lines, study_markdown, summarize_study, summary_metrics
-from sstkd.study import model_name, parse_seeds, split_model_name
+from sstkd.study import check_method_name, model_name, parse_seeds, split_model_name
 
 
 def _per_model(values: dict[str, dict[int, float]], teacher: float = 80.0) -> pd.DataFrame:
@@ -21,10 +21,15 @@ def test_model_names_carry_method_and_seed_and_seeds_parse_from_the_command_line
     assert split_model_name(model_name("sstkd_structural_only", 12)) == ("sstkd_structural_only", 12)
     assert split_model_name("teacher") == ("teacher", None)
     assert parse_seeds([0, 1, 2]) == parse_seeds("[0+1+2]") == parse_seeds(["0+1", 2]) == [0, 1, 2]
-    assert parse_seeds(4) == [4]
-    for bad, message in (([0, 0], "twice"), ([], "no seed"), (["a"], "not a seed"), ([-1], "not a seed")):
+    assert parse_seeds("[4]") == [4]
+    for bad, message in (([0, 0], "twice"), ([], "no seed"), (["a"], "not a seed"), ([-1], "not a seed"),
+                         (["٣"], "not a seed"), (3, "give a list of seeds"), ("3", r"\[3\] for seed 3 alone")):
         with pytest.raises(ValueError, match=message):
             parse_seeds(bad)
+    check_method_name("sstkd_no-border2")
+    for bad in ("sstkd.v2", "a.seed_1", "teacher", "with space", ""):
+        with pytest.raises(ValueError, match="not allowed"):
+            check_method_name(bad)
 
 
 def test_three_seeds_give_intervals_paired_verdicts_and_the_gap_recovered():
@@ -65,3 +70,30 @@ def test_methods_compare_only_on_the_seeds_they_share():
     summary = summarize_study(_per_model({"baseline": {0: 60.0, 1: 61.0, 2: 59.0}, "sstkd": {1: 62.0, 2: 61.0}}))
     row = summary.comparisons.set_index(["method", "metric"]).loc[("sstkd", "miou")]
     assert row["seeds"] == 2 and row["difference_mean"] == pytest.approx(1.5)
+
+
+def test_a_teacher_not_above_the_baseline_gives_no_gap_and_missing_references_are_named():
+    summary = summarize_study(_per_model({"baseline": {0: 60.0, 1: 62.0}, "sstkd": {0: 63.0, 1: 64.0}},
+                                         teacher=55.0), references=("baseline", "pixel_kd"))
+    methods = summary.methods.set_index("method")
+    assert math.isnan(methods.loc["sstkd", "gap_recovered"])  # not a sign-flipped share of a negative gap
+    assert "Not compared with pixel_kd: not trained in this study" in study_markdown(summary)
+
+
+def test_a_difference_that_is_not_finite_gets_no_verdict():
+    summary = summarize_study(_per_model({"baseline": {0: 60.0, 1: math.nan}, "sstkd": {0: 61.0, 1: 62.0}}))
+    verdicts = set(summary.comparisons["verdict"])
+    assert verdicts == {"no verdict (not finite)"}
+
+
+def test_a_students_own_seed_is_refused_and_a_dotted_method_name_too():
+    from sstkd.config import ParameterError
+    from sstkd.pipeline_registry import methods_to_run
+    from sstkd.pipelines.distillation.nodes import train_student
+
+    student = {"network": {"head": "pspnet", "backbone": "resnet10"}}
+    method = {"losses": {"cross_entropy": {}}, "training": {"seed": 7}}
+    with pytest.raises(ParameterError, match=r"distillation.methods.baseline.training.seed: .*study.seeds"):
+        train_student({}, {}, {}, {}, {"epochs": 1}, student, method, method_name="baseline", seed=0)
+    with pytest.raises(ValueError, match="'sstkd.v2' is not allowed"):
+        methods_to_run({"distillation": {"run": ["sstkd.v2"], "methods": {"sstkd.v2": {}}}})

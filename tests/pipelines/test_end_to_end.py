@@ -153,7 +153,7 @@ def test_lineage_cli_traces_a_model_file_to_data_code_params_and_teacher(project
 
 def test_one_stage_reruns_alone(project):
     before = (project / "data/tiny/06_models/teacher.pt").stat().st_mtime_ns
-    _run(project, "run", "--env", "tiny", "--pipelines", "evaluation")
+    _run(project, "run", "--env", "tiny", "--pipelines", "evaluation", "--params", "study.seeds=[0+1]")
     _run(project, "run", "--env", "tiny", "--pipelines", "distillation", "--namespaces", "baseline")
     assert (project / "data/tiny/06_models/teacher.pt").stat().st_mtime_ns == before
 

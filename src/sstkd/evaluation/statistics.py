@@ -61,6 +61,8 @@ class PairedComparison:
     def verdict(self) -> str:
         if self.difference.n < 2:
             return "one seed: no verdict"
+        if not (math.isfinite(self.difference.low) and math.isfinite(self.difference.high)):
+            return "no verdict (not finite)"
         if self.difference.low > 0:
             return "better"
         if self.difference.high < 0:
@@ -78,7 +80,11 @@ def paired_comparison(method: str, reference: str, by_seed: dict[str, dict[int, 
     return PairedComparison(method, reference, mean_interval(differences, confidence), seeds)
 
 
+MIN_GAP = 0.5  # points of the metric: below it the teacher is not better than the baseline, no share means much
+
+
 def gap_recovered(method: float, baseline: float, teacher: float) -> float:
-    """The share of the teacher–baseline gap a student closes: ``(method − baseline) / (teacher − baseline)``."""
+    """The share of the teacher–baseline gap a student closes: ``(method − baseline) / (teacher − baseline)``; NaN
+    when the teacher is not at least ``MIN_GAP`` above the baseline (the ratio would flip sign or explode)."""
     gap = teacher - baseline
-    return math.nan if gap == 0 else (method - baseline) / gap
+    return math.nan if gap < MIN_GAP else (method - baseline) / gap

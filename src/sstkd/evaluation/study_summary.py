@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from sstkd.evaluation.statistics import mean_interval, paired_comparison
+from sstkd.evaluation.statistics import gap_recovered, mean_interval, paired_comparison
 
 SUMMARY_METRICS = ("miou", "boundary_fscore")
 TEST_NAME = "paired t over seeds"
@@ -62,6 +62,8 @@ def summarize_study(per_model: pd.DataFrame, references: list[str] | tuple[str, 
         for reference in references:
             if reference == method or reference not in by_seed["miou"] or _earlier(method, reference, references):
                 continue
+            if not set(by_seed["miou"][method]) & set(by_seed["miou"][reference]):
+                continue  # no seed in common: nothing to pair
             for metric in SUMMARY_METRICS:
                 comparison = paired_comparison(method, reference, by_seed[metric], confidence)
                 difference = comparison.difference
@@ -73,6 +75,7 @@ def summarize_study(per_model: pd.DataFrame, references: list[str] | tuple[str, 
                 })
     methods = pd.DataFrame(rows).round(4)
     methods.attrs["seeds"] = sorted({s for seeds in by_seed["miou"].values() for s in seeds})
+    methods.attrs["missing_references"] = [r for r in references if r not in by_seed["miou"]]
     return StudySummary(methods, pd.DataFrame(comparisons, columns=[
         "method", "reference", "metric", "seeds", "difference_mean", "difference_std", "ci_low", "ci_high",
         "verdict", "test"]).round(4), confidence)
@@ -87,19 +90,24 @@ def _earlier(method: str, reference: str, references) -> bool:
 
 def _gap_recovered(method: str, baseline: str, by_seed: dict[str, dict[int, float]], teacher: float,
                    confidence: float) -> dict[str, float]:
-    """``(method − baseline) / (teacher − baseline)`` from the paired difference over the shared seeds; its
-    interval is the paired interval divided by the same gap (the teacher is one fixed model)."""
+    """``(method − baseline) / (teacher − baseline)`` from the paired difference over the shared seeds. Its
+    interval is the paired interval divided by the same gap: approximate, since the baseline's mean in the gap is
+    itself estimated (the teacher is one fixed model). NaN when the teacher is not above the baseline."""
     nothing = {"gap_recovered": math.nan, "gap_recovered_ci_low": math.nan, "gap_recovered_ci_high": math.nan}
     if baseline not in by_seed or math.isnan(teacher):
         return nothing
-    if method == baseline:
-        return nothing | {"gap_recovered": 0.0}
-    difference = paired_comparison(method, baseline, by_seed, confidence).difference
-    shared = [by_seed[baseline][s] for s in by_seed[method] if s in by_seed[baseline]]
-    gap = teacher - sum(shared) / len(shared)
-    if gap == 0:
+    shared = [s for s in by_seed[method] if s in by_seed[baseline]]
+    if not shared:
         return nothing
-    return {"gap_recovered": difference.mean / gap, "gap_recovered_ci_low": difference.low / gap,
+    baseline_mean = sum(by_seed[baseline][s] for s in shared) / len(shared)
+    if method == baseline:
+        return nothing | {"gap_recovered": gap_recovered(baseline_mean, baseline_mean, teacher)}
+    difference = paired_comparison(method, baseline, by_seed, confidence).difference
+    point = gap_recovered(baseline_mean + difference.mean, baseline_mean, teacher)
+    if math.isnan(point):
+        return nothing
+    gap = teacher - baseline_mean
+    return {"gap_recovered": point, "gap_recovered_ci_low": difference.low / gap,
             "gap_recovered_ci_high": difference.high / gap}
 
 
@@ -147,7 +155,7 @@ def _signed_interval(mean: float, low: float, high: float, scale: float = 1.0, u
     return f"{scale * mean:+.2f}{unit} [{scale * low:+.2f}, {scale * high:+.2f}]"
 
 
-def study_markdown(summary: StudySummary) -> str:
+def study_markdown(summary: StudySummary, baseline_name: str = "baseline") -> str:
     """The study's section of the report: the per-method table with intervals, then the paired verdicts."""
     seeds = summary.seeds
     percent = f"{100 * summary.confidence:g}%"
@@ -158,10 +166,12 @@ def study_markdown(summary: StudySummary) -> str:
                   "data; run several seeds (`study.seeds`) before comparing them.", ""]
     lines += [f"Test metrics in percent: mean ± sample std over seeds [{percent} Student-t interval of the mean]. "
               "The teacher is trained once per study (one value). Gap recovered = (method − baseline) / "
-              "(teacher − baseline) mIoU, from the paired difference, in percent of the gap.", "",
+              "(teacher − baseline) mIoU, from the paired difference, in percent of the gap (its interval is the "
+              "paired interval over the same gap: approximate; empty when the teacher is not above the "
+              "baseline).", "",
               "| method | seeds | mIoU | boundary F | gap recovered |", "|---|---|---|---|---|"]
     for _, row in summary.methods.iterrows():
-        gap = "" if row["role"] == "teacher" else _signed_interval(
+        gap = "" if row["role"] == "teacher" or row["method"] == baseline_name else _signed_interval(
             row["gap_recovered"], row["gap_recovered_ci_low"], row["gap_recovered_ci_high"], 100, "%")
         lines.append(f"| {row['method']} | {row['seeds']} | {_interval_cell(row, 'miou')} | "
                      f"{_interval_cell(row, 'boundary_fscore')} | {gap} |")
@@ -169,7 +179,9 @@ def study_markdown(summary: StudySummary) -> str:
         lines += ["", f"### Paired differences ({TEST_NAME}, {percent} interval)", "",
                   "Same seed = same data order, augmentation and initialisation: each method's per-seed difference "
                   "to the reference, averaged. **better** / **worse**: the interval excludes zero; otherwise no "
-                  "detectable difference at this number of seeds.", "",
+                  "detectable difference at this number of seeds. Each verdict is its own 95% test: among many "
+                  "comparisons, about one in twenty of those with no real difference still reads better or worse.",
+                  "",
                   "| method | vs | Δ mIoU [CI] | verdict | Δ boundary F [CI] | verdict |", "|---|---|---|---|---|---|"]
         by_pair = summary.comparisons.set_index(["method", "reference", "metric"])
         for method, reference in dict.fromkeys(zip(summary.comparisons["method"],
@@ -179,6 +191,10 @@ def study_markdown(summary: StudySummary) -> str:
                 row = by_pair.loc[(method, reference, metric)]
                 cells += [_signed_interval(row["difference_mean"], row["ci_low"], row["ci_high"]), row["verdict"]]
             lines.append(f"| {method} | {reference} | " + " | ".join(cells) + " |")
+    missing = summary.methods.attrs.get("missing_references", [])
+    if missing:
+        lines += ["", f"Not compared with {', '.join(missing)}: not trained in this study "
+                      "(`study.references` names methods of `distillation.run`)."]
     return "\n".join(lines) + "\n"
 
 
