@@ -61,9 +61,7 @@ def evaluate_models(training_cache: dict, dataset_info: dict, evaluation: dict, 
         if same_network not in costs:
             costs[same_network] = network_cost(network, images.shape[1], images.shape[2], params.latency_runs)
         cost = costs[same_network]
-        method, seed = split_model_name(name)
-        results[name] = {"role": payload.get("role", "student"), "method": method, "seed": seed,
-                         "architecture": _architecture(payload),
+        results[name] = {"role": payload.get("role", "student"), "architecture": _architecture(payload),
                          "metrics": metrics, "cost": cost, "best_val_miou": payload.get("best_val_miou"),
                          "mlflow_run_id": payload.get("mlflow_run_id", ""),
                          "fingerprint": payload.get("fingerprint", "")}
