@@ -18,7 +18,15 @@ Schema = TypeVar("Schema", bound=BaseModel)
 
 
 class ParameterError(ValueError):
-    pass
+    """Invalid parameters; ``problems`` holds one line per bad key (``training.epochs: ... (got 'x')``)."""
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        super().__init__(message)
+        self.problems = problems if problems is not None else [message]
+
+
+def _error(problems: list[str]) -> ParameterError:
+    return ParameterError("invalid parameters:\n  " + "\n  ".join(problems), problems)
 
 
 def validate(schema: type[Schema], values: Any, where: str) -> Schema:
@@ -31,7 +39,7 @@ def validate(schema: type[Schema], values: Any, where: str) -> Schema:
             key = ".".join([where, *(str(part) for part in problem["loc"])])
             got = f" (got {problem['input']!r})" if problem["type"] != "missing" else ""
             lines.append(f"{key}: {problem['msg']}{got}")
-        raise ParameterError("invalid parameters:\n  " + "\n  ".join(lines)) from None
+        raise _error(lines) from None
 
 
 def merged(base: dict | None, override: dict | None) -> dict:
@@ -138,8 +146,96 @@ def check_parameter_groups(params: Mapping[str, Any]) -> None:
         hint = f"did you mean {close[0]!r}?" if close else f"known groups: {', '.join(PARAMETER_GROUPS)}"
         lines.append(f"{key}: unknown parameter group; {hint}")
     if lines:
-        raise ParameterError("invalid parameters:\n  " + "\n  ".join(lines))
+        raise _error(lines)
+
+
+def teacher_settings(training: dict | None, teacher: dict | None) -> tuple[TeacherParams, TrainingConfig]:
+    params = validate(TeacherParams, teacher, "teacher")
+    return params, validate(TrainingConfig, merged(training, params.training), "teacher.training")
+
+
+def student_settings(training: dict | None, student: dict | None, method: dict | None, method_name: str,
+                     seed: int) -> tuple[StudentParams, MethodParams, TrainingConfig]:
+    """A student's network, its method and its training: shared keys, the student's, then the method's.
+
+    The study's seed is the student's (``training.seed`` is the teacher's): it pairs the methods seed by seed.
+    """
+    where = f"distillation.methods.{method_name}"
+    student_params = validate(StudentParams, student, "distillation.student")
+    method_params = validate(MethodParams, method, where)
+    problems = _own_seed_problems(student_params.training, method_params.training, where)
+    if problems:
+        raise _error(problems)
+    config = validate(TrainingConfig, merged(merged(training, student_params.training), method_params.training)
+                      | {"seed": seed}, f"{where}.training")
+    return student_params, method_params, config
+
+
+def _own_seed_problems(student_training: Mapping, method_training: Mapping, where: str) -> list[str]:
+    return [f"{place}.seed: a student's seed is the study's (study.seeds: one training per seed, paired across "
+            "methods); remove it here"
+            for own, place in ((student_training, "distillation.student.training"),
+                               (method_training, f"{where}.training")) if "seed" in own]
+
+
+def check_parameters(params: Mapping[str, Any]) -> None:
+    """Validate every parameter group before any node runs, and report every bad key at once.
+
+    Nodes validate their own groups again (they are plain functions, callable without this check); doing it
+    here first means a typo in the last method's options fails in a second, not after the teacher has trained.
+    """
+    from sstkd.distill.losses import build_criterion  # torch modules: only once the groups are known
+
+    check_parameter_groups(params)
+    problems: list[str] = []
+
+    def check(function, *args):
+        """``function(*args)``, or None with its problems recorded."""
+        try:
+            return function(*args)
+        except ParameterError as error:
+            problems.extend(error.problems)
+        except (TypeError, ValueError) as error:  # build_criterion's messages name the key
+            problems.append(str(error))
+        return None
+
+    def check_losses(losses: dict, where: str) -> None:
+        check(build_criterion, {name: dict(options or {}) for name, options in losses.items()}, 2, 8, 8, where)
+
+    def own_training(group: Any) -> dict:
+        training = group.get("training") if isinstance(group, Mapping) else None
+        return training if isinstance(training, Mapping) else {}
+
+    # Each part on its own, so one bad key does not hide the others. Every training key has a default, so an
+    # override (`teacher.training`, a method's `training`) is checked alone and its errors carry its own name.
+    for group, schema in PARAMETER_GROUPS.items():
+        if schema is not None and group != "teacher" and group in params:
+            check(validate, schema, params[group], group)
+    if "teacher" in params:
+        teacher = check(validate, TeacherParams, params["teacher"], "teacher")
+        check(validate, TrainingConfig, own_training(params["teacher"]), "teacher.training")
+        if teacher is not None:
+            check_losses(teacher.losses, "teacher.losses")
+    if "distillation" in params:
+        distillation = params["distillation"] or {}
+        student = distillation.get("student")
+        check(validate, StudentParams, student, "distillation.student")
+        check(validate, TrainingConfig, own_training(student), "distillation.student.training")
+        methods = distillation.get("methods") or {}
+        if not isinstance(methods, Mapping):
+            problems.append(f"distillation.methods: a mapping of method names to methods, got {methods!r}")
+            methods = {}
+        for name, method in methods.items():
+            where = f"distillation.methods.{name}"
+            method_params = check(validate, MethodParams, method, where)
+            if method_params is not None:
+                check_losses(method_params.losses, f"{where}.losses")
+            check(validate, TrainingConfig, own_training(method), f"{where}.training")
+            problems.extend(_own_seed_problems(own_training(student), own_training(method), where))
+    unique = list(dict.fromkeys(problems))  # the student's and shared training's errors repeat per method
+    if unique:
+        raise _error(unique)
 
 
 __all__ = ["NetworkConfig", "TrainingConfig", "validate", "merged", "ParameterError", "PARAMETER_GROUPS",
-           "check_parameter_groups"]
+           "check_parameter_groups", "check_parameters", "teacher_settings", "student_settings"]

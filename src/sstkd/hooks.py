@@ -13,9 +13,10 @@ from kedro.config import OmegaConfigLoader
 from kedro.framework.hooks import hook_impl
 
 from sstkd import tracking
-from sstkd.config import ParameterError, check_parameter_groups
+from sstkd.config import ParameterError, check_parameters
 from sstkd.locking import ProjectLock
 from sstkd.pipeline_registry import use_run_parameters
+from sstkd.reproduce import PARENT_RUN_VARIABLE
 from sstkd.training.recipe import RUN_ONLY_TRAINING_KEYS
 
 log = logging.getLogger(__name__)
@@ -26,8 +27,9 @@ LOCK_FILE = Path("data") / ".sstkd-run.lock"
 class ParameterGroupError(ParameterError, click.ClickException):
     """A :class:`ParameterError` that the ``kedro`` CLI prints as one short ``Error: ...`` message."""
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, problems: list[str]):
         click.ClickException.__init__(self, message)
+        self.problems = problems
 
 
 class LineageHooks:
@@ -42,12 +44,13 @@ class LineageHooks:
     @hook_impl(tryfirst=True)
     def after_context_created(self, context) -> None:
         parameters = context.config_loader["parameters"]  # not context.params: that would load the pipelines
-        # A top-level typo (`--params trainig.epochs=1`, or in a yml) fails here, before any node runs; as a CLI
-        # error, so `kedro run` prints the message, not a page of traceback through pluggy.
+        # A typo or a wrong type anywhere (`--params trainig.epochs=1`, `training.epochs=abc`, a method's loss
+        # option, in a yml) fails here, before any node runs; as a CLI error, so `kedro run` prints the message,
+        # not a page of traceback through pluggy.
         try:
-            check_parameter_groups(parameters)
+            check_parameters(parameters)
         except ParameterError as error:
-            raise ParameterGroupError(str(error)) from None
+            raise ParameterGroupError(str(error), error.problems) from None
         # Before anything loads the pipelines: the methods to run come from this session's --env and --params.
         use_run_parameters(parameters)
         # Intra-op threads: all cores unless the user says otherwise (PyTorch's default can oversubscribe
@@ -105,13 +108,27 @@ class RunTagHooks:
         tracking.set_tags({
             **tracking.git_state(),
             **tracking.dvc_hashes(),
-            "kedro.pipeline": run_params.get("pipeline_names") or run_params.get("pipeline_name") or "__default__",
+            "kedro.pipeline": ",".join(run_params.get("pipeline_names") or [])
+                              or run_params.get("pipeline_name") or "__default__",
             "kedro.env": run_params.get("env") or self._lineage.env,
             **({"kedro.session_id": run_params["session_id"]} if run_params.get("session_id") else {}),
             # kedro-mlflow's `runner` tag is an object's repr (`<... object at 0x7f...>`): keep the class name
             "runner": _class_name(run_params.get("runner")),
             **tracking.process_tags(Path(run_params.get("project_path") or ".").resolve()),
+            **_parent_run_tag(),
         })
+
+
+def _parent_run_tag() -> dict[str, str]:
+    """Under ``sstkd repro``, this stage's run is a child of the study's run (see :mod:`sstkd.reproduce`)."""
+    parent = os.environ.get(PARENT_RUN_VARIABLE)
+    if not parent or not tracking.active():
+        return {}
+    if not tracking.run_exists(parent):
+        log.warning("%s=%s is not a run of this MLflow store: this run is not nested under it",
+                    PARENT_RUN_VARIABLE, parent)
+        return {}
+    return {"mlflow.parentRunId": parent}
 
 
 def _class_name(runner) -> str:

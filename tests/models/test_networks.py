@@ -43,7 +43,7 @@ def test_backbone_weights_errors_are_clear(tmp_path):
 
 
 def test_unknown_network_keys_name_the_key():
-    with pytest.raises(ValueError, match="backbone: unknown name 'vgg16'"):
+    with pytest.raises(ValueError, match="backbone\n  Input should be 'resnet10', 'resnet18'"):
         build_network({"backbone": "vgg16"}, 3)
     with pytest.raises(ValueError, match="heads"):
         build_network({"heads": "pspnet"}, 3)

@@ -17,6 +17,7 @@ from sstkd.config import (
     TeacherParams,
     TrainingConfig,
     check_parameter_groups,
+    check_parameters,
     merged,
     validate,
 )
@@ -75,9 +76,25 @@ def test_every_environment_has_a_user_dataset_not_a_generator():
         assert "generated" not in entry and entry["layout"] == env, entry
 
 
-@pytest.mark.parametrize("env", ["local", "tiny", "generic", *sorted(FIXTURES)])
-def test_every_environment_uses_only_known_parameter_groups(env):
-    check_parameter_groups(OmegaConfigLoader(str(ROOT / "conf"), env=env, **CONFIG_LOADER_ARGS)["parameters"])
+@pytest.mark.parametrize("env", ["local", "tiny", "protocol", "generic", *sorted(FIXTURES)])
+def test_every_environment_passes_the_start_of_run_parameter_check(env):
+    check_parameters(OmegaConfigLoader(str(ROOT / "conf"), env=env, **CONFIG_LOADER_ARGS)["parameters"])
+
+
+def test_the_start_of_run_check_names_every_bad_key_once():
+    parameters = OmegaConfigLoader(str(ROOT / "conf"), env="tiny", **CONFIG_LOADER_ARGS)["parameters"]
+    parameters["distillation"]["student"]["network"]["backbone"] = "resnet1800"
+    parameters["distillation"]["methods"]["pixel_kd"]["losses"]["pixel_kd"]["weight"] = "heavy"
+    parameters["teacher"]["losses"]["cross_entropy"]["aux_weigth"] = 0.4
+    parameters["study"]["seeds"] = [0, 0]
+    with pytest.raises(ParameterError) as error:
+        check_parameters(parameters)
+    problems = error.value.problems
+    assert len(problems) == len(set(problems)) == 4, problems  # the student's error once, not once per method
+    assert any(p.startswith("distillation.student.network.backbone:") for p in problems)
+    assert "distillation.methods.pixel_kd.losses.pixel_kd.weight must be a number, got 'heavy'" in problems
+    assert any(p.startswith("teacher.losses.cross_entropy.aux_weigth: unknown option") for p in problems)
+    assert any(p.startswith("study.seeds") and "twice" in p for p in problems), problems
 
 
 def test_an_unknown_parameter_group_names_the_key_and_the_closest_group():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -31,8 +31,8 @@ class NetworkConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     head: str = Field("deeplabv3", pattern="^(deeplabv3|pspnet)$")
-    backbone: str = "resnet18"
-    output_stride: int = 8
+    backbone: Literal["resnet10", "resnet18", "resnet34", "resnet50", "resnet101", "mobilenetv2"] = "resnet18"
+    output_stride: Literal[8, 16, 32] = 8
     head_channels: int = Field(256, ge=8)
     aux_head: bool = True
     width_mult: float = Field(1.0, gt=0)

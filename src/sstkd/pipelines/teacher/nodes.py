@@ -1,6 +1,6 @@
 """Train the teacher, or load and validate a given teacher checkpoint."""
 
-from sstkd.config import TeacherParams, TrainingConfig, merged, validate
+from sstkd.config import teacher_settings
 from sstkd.data.cache import check_cache_matches_info
 from sstkd.pipelines.common import train_and_track
 from sstkd.training.checkpoint import load_checkpoint
@@ -16,8 +16,7 @@ from sstkd.training.recipe import (
 
 def train_teacher(training_cache: dict, dataset_info: dict, dataset_statistics: dict, training: dict,
                   teacher: dict) -> tuple[dict, list[dict]]:
-    params = validate(TeacherParams, teacher, "teacher")
-    config = validate(TrainingConfig, merged(training, params.training), "teacher.training")
+    params, config = teacher_settings(training, teacher)
     check_cache_matches_info(training_cache, dataset_info)
     if params.checkpoint is None:
         return train_and_track("teacher", "teacher", training_cache, dataset_info, dataset_statistics,
