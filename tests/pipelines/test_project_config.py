@@ -1,5 +1,6 @@
 """The project's configuration is consistent: DVC stages, Kedro pipelines, catalog and parameters agree."""
 
+import ast
 import os
 import subprocess
 import sys
@@ -46,6 +47,57 @@ def _catalog_paths(env: str) -> dict[str, str]:
             for name, entry in loader["catalog"].items()}
 
 
+def _module_file(name: str) -> Path | None:
+    base = ROOT / "src" / Path(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _sstkd_imports(module: str) -> set[Path]:
+    """The files of every sstkd module ``module`` imports, directly or not, at the top or inside a function.
+
+    Read from the source (every ``import`` statement, including lazy ones that run only on some paths), so it is
+    a superset of what one run happens to import, and needs no interpreter start per stage.
+    """
+    seen: set[Path] = set()
+    pending = [module]
+    while pending:
+        name = pending.pop()
+        path = _module_file(name)
+        if path is None or path in seen:
+            continue
+        seen.add(path)
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        parts = name.split(".")
+        for index in range(1, len(parts)):  # importing a.b.c runs a/__init__ and a/b/__init__
+            pending.append(".".join(parts[:index]))
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                pending += [alias.name for alias in node.names if alias.name.split(".")[0] == "sstkd"]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    source = ".".join(anchor + ([node.module] if node.module else []))
+                else:
+                    source = node.module or ""
+                if source.split(".")[0] == "sstkd":
+                    pending.append(source)
+                    pending += [f"{source}.{alias.name}" for alias in node.names]  # `from pkg import module`
+    return seen
+
+
+def test_the_import_reader_finds_lazy_and_relative_imports():
+    files = {path.relative_to(ROOT / "src").as_posix() for path in _sstkd_imports("sstkd.pipelines.teacher")}
+    assert {"sstkd/__init__.py", "sstkd/pipelines/__init__.py", "sstkd/pipelines/teacher/__init__.py",
+            "sstkd/pipelines/teacher/pipeline.py", "sstkd/pipelines/teacher/nodes.py", "sstkd/config.py",
+            "sstkd/pipelines/common.py", "sstkd/training/loop.py"} <= files
+    # imported only inside functions: tracking.log_segmentation_model -> serving -> SegmentationModel.predict
+    assert {"sstkd/serving.py", "sstkd/evaluation/evaluate.py"} <= files
+    assert "sstkd/pipelines/evaluation/nodes.py" not in files
+
+
 def _covered(path: str, deps: list[str]) -> bool:
     return any(path == dep or path.startswith(dep.rstrip("/") + "/") for dep in deps)
 
@@ -82,12 +134,8 @@ def test_every_stage_depends_on_the_code_it_imports_and_the_data_it_reads(pipeli
     for name, stage in stages.items():
         deps = stage["deps"]
         assert {"conf/base", "conf/${kedro_env}".replace("${kedro_env}", "local")} <= set(deps), name
-        modules = subprocess.run(
-            [sys.executable, "-c", f"import sys, sstkd.pipelines.{name}; print('\\n'.join("
-             "m.__file__ for m in list(sys.modules.values()) if m.__name__.startswith('sstkd') and "
-             "getattr(m, '__file__', None)))"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-        for module in modules:
-            relative = Path(module).resolve().relative_to((ROOT / "src").resolve().parent).as_posix()
+        for module in _sstkd_imports(f"sstkd.pipelines.{name}"):
+            relative = module.relative_to(ROOT).as_posix()
             assert _covered(relative, deps), f"stage {name}: {relative} is imported but not in its deps"
         for dataset in pipelines[name].inputs():
             path = catalog.get(dataset) or catalog.get("{method}." + dataset.split(".", 1)[-1])
@@ -119,3 +167,25 @@ def test_every_configured_method_is_defined(env):
     loader = OmegaConfigLoader(str(ROOT / "conf"), base_env="base", default_run_env=env,
                                merge_strategy={"parameters": "soft"})
     assert set(methods) <= set(loader["parameters"]["distillation"]["methods"])
+
+
+def _pins(lock: Path) -> dict[str, str]:
+    pins = {}
+    for line in lock.read_text().splitlines():
+        if "==" in line and not line.startswith((" ", "#")):
+            name, version = line.split(";")[0].strip().split("==")
+            pins[name.lower().replace("_", "-")] = version
+    return pins
+
+
+def test_the_development_extras_install_beside_the_locked_environment():
+    """`make dev` installs requirements-dev.lock into the project's venv: it must not move any locked package."""
+    main, dev = _pins(ROOT / "requirements.lock"), _pins(ROOT / "requirements-dev.lock")
+    moved = {name: (main[name], dev[name]) for name in main.keys() & dev.keys() if main[name] != dev[name]}
+    assert moved == {}
+    assert {"jupyterlab", "kedro-viz", "kedro", "pandas"} <= dev.keys()
+    wanted = {line.split("==")[0]: line.split("==")[1] for line in (ROOT / "requirements-dev.in").read_text().split()
+              if "==" in line}
+    assert all(dev[name] == version for name, version in wanted.items()), wanted
+    for lock in ("requirements.lock", "requirements-dev.lock"):
+        assert "://" not in (ROOT / lock).read_text()  # no registry host in any file
