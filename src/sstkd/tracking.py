@@ -175,10 +175,18 @@ def log_metrics(metrics: dict, prefix: str = "", step: int | None = None, run_id
         mlflow.log_metrics(numbers, step=step)
 
 
+PERCENT_METRICS = ("val_miou", "val_pixel_accuracy", "best_val_miou")  # fractions in the library, % in MLflow
+
+
+def in_percent(metrics: dict) -> dict:
+    """``metrics`` with the accuracy-like fractions of :data:`PERCENT_METRICS` in percent, the report's unit."""
+    return {k: 100 * v if k in PERCENT_METRICS and isinstance(v, int | float) else v for k, v in metrics.items()}
+
+
 def epoch_logger(prefix: str = ""):
-    """A training callback that logs each epoch's numbers as MLflow metrics (step = epoch)."""
+    """A training callback that logs each epoch's numbers as MLflow metrics (step = epoch), mIoU in percent."""
     def callback(epoch: int, record: dict) -> None:
-        log_metrics({k: v for k, v in record.items() if k != "epoch"}, prefix, step=epoch)
+        log_metrics(in_percent({k: v for k, v in record.items() if k != "epoch"}), prefix, step=epoch)
     return callback
 
 

@@ -65,7 +65,8 @@ def train_and_track(name: str, role: str, cache: dict, dataset_info: dict, stati
         payload["role"] = role
         payload["mlflow_run_id"] = run_id or ""
         payload["lineage"] = lineage_record(payload, network, losses, training, teacher_payload)
-        tracking.log_metrics({"best_val_miou": payload["best_val_miou"], "best_epoch": payload["best_epoch"]})
+        tracking.log_metrics(tracking.in_percent({"best_val_miou": payload["best_val_miou"],
+                                                  "best_epoch": payload["best_epoch"]}))
         if run_id:
             tracking.set_tags({"sstkd.fingerprint": payload["fingerprint"]})
             tracking.log_segmentation_model(network_from_payload(payload), payload,
