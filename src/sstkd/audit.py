@@ -4,6 +4,7 @@
     sstkd lineage RUN_ID            data version, code commit, parameters, teacher and metrics of one run
     sstkd lineage --model PATH      the lineage record inside a model file (commit, data, parameters, teacher, run),
                                     plus what this store has of its run; works on a pulled file without the store
+    sstkd repro [DVC ARGS]          `dvc repro` with the stages' MLflow runs nested under one study run
 
 The tracking store is the one in ``conf/base/mlflow.yml`` (``--tracking-uri`` overrides it).
 """
@@ -132,7 +133,13 @@ def main(argv: list[str] | None = None) -> None:
     lineage = commands.add_parser("lineage", help="print the lineage of one run or model file")
     lineage.add_argument("run_id", nargs="?")
     lineage.add_argument("--model", type=Path, help="a model file written by the pipeline")
+    repro = commands.add_parser("repro", help="dvc repro, its stages' MLflow runs under one parent run")
+    repro.add_argument("dvc_arguments", nargs=argparse.REMAINDER, help="passed to dvc repro (e.g. a stage name)")
     args = parser.parse_args(argv)
+    if args.command == "repro":
+        from sstkd.reproduce import reproduce
+
+        raise SystemExit(reproduce(args.dvc_arguments, args.tracking_uri or default_tracking_uri()))
     client = _client(args.tracking_uri or default_tracking_uri())
     if args.command == "runs":
         list_runs(client)

@@ -28,14 +28,40 @@ def _git(project: Path, *args: str) -> str:
     return subprocess.run([*GIT, *args], cwd=project, check=True, capture_output=True, text=True).stdout
 
 
-def test_a_pulled_study_is_up_to_date_evaluates_and_audits_without_the_original_store(tmp_path):
-    origin = copy_project(tmp_path / "origin")
+def _tiny_dvc_project(path: Path) -> Path:
+    """A copy of the project with its DVC setup, whose dvc.yaml reproduces the seconds-long tiny study."""
+    project = copy_project(path)
     for item in (".gitignore", ".dvcignore", ".dvc/config", ".dvc/.gitignore"):
-        (origin / item).parent.mkdir(exist_ok=True)
-        shutil.copy(ROOT / item, origin / item)
-    # dvc.yaml reproduces the env its `vars` file names: the seconds-long tiny study here
-    dvc_yaml = origin / "dvc.yaml"
+        (project / item).parent.mkdir(exist_ok=True)
+        shutil.copy(ROOT / item, project / item)
+    dvc_yaml = project / "dvc.yaml"  # it reproduces the env its `vars` file names
     dvc_yaml.write_text(dvc_yaml.read_text().replace("  - conf/base/globals.yml", "  - conf/tiny/globals.yml"))
+    return project
+
+
+def test_sstkd_repro_nests_the_stages_runs_under_one_study_run(tmp_path):
+    from mlflow import MlflowClient
+
+    project = _tiny_dvc_project(tmp_path / "project")
+    text = output(run(project, "repro", "synthetic", command=SSTKD))  # one stale stage (each costs a Kedro start)
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("sstkd").experiment_id])
+    parents = [r for r in runs if r.info.run_name == "dvc repro"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent = parents[0].info.run_id
+    assert f"children of run {parent}" in text
+    stages = sorted(r.data.tags["kedro.pipeline"] for r in runs if r.data.tags.get("mlflow.parentRunId") == parent)
+    assert stages == ["synthetic"], stages
+    assert parents[0].data.tags["sstkd.command"] == "dvc repro synthetic"
+    assert "dvc.data/tiny/01_raw/texture_mosaics" in parents[0].data.tags  # the dvc.lock it ended with
+
+    text = output(run(project, "repro", "synthetic", command=SSTKD))  # nothing stale: no new run is kept
+    assert "no stage ran, so no MLflow run was kept" in text
+    assert len(client.search_runs([parents[0].info.experiment_id])) == len(runs)
+
+
+def test_a_pulled_study_is_up_to_date_evaluates_and_audits_without_the_original_store(tmp_path):
+    origin = _tiny_dvc_project(tmp_path / "origin")
     _dvc(origin, "remote", "modify", "local", "url", str(tmp_path / "remote"))
     _git(origin, "add", "-A")
     _git(origin, "commit", "-qm", "study on tiny")
