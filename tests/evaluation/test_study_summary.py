@@ -97,3 +97,15 @@ def test_a_students_own_seed_is_refused_and_a_dotted_method_name_too():
         train_student({}, {}, {}, {}, {"epochs": 1}, student, method, method_name="baseline", seed=0)
     with pytest.raises(ValueError, match="'sstkd.v2' is not allowed"):
         methods_to_run({"distillation": {"run": ["sstkd.v2"], "methods": {"sstkd.v2": {}}}})
+
+
+def test_another_baseline_name_and_confidence_reach_the_report_and_the_console():
+    values = {"student_only": {0: 60.0, 1: 61.0, 2: 59.0}, "sstkd": {0: 63.0, 1: 64.0, 2: 62.5}}
+    summary = summarize_study(_per_model(values), references=["student_only"], confidence=0.9,
+                              baseline="student_only")
+    lines = {line.split(":")[0]: line for line in study_lines(summary)}
+    assert "gap recovered" in lines["sstkd"] and "gap recovered" not in lines["student_only"]
+    markdown = study_markdown(summary)
+    row = next(line for line in markdown.splitlines() if line.startswith("| student_only | 3 | 60.00 ± 1.00 ["))
+    assert row.endswith("|  |")  # the baseline recovers no gap of its own
+    assert "its own 90% test" in markdown and "about 10% of those" in markdown

@@ -25,6 +25,7 @@ class StudySummary:
     methods: pd.DataFrame  # one row per method (the teacher first): seeds, mean, std, interval per metric, gap
     comparisons: pd.DataFrame  # one row per (method, reference, metric): the paired difference and its verdict
     confidence: float
+    baseline: str = "baseline"  # the method the gap recovered is measured from
 
     @property
     def seeds(self) -> list[int]:
@@ -78,7 +79,7 @@ def summarize_study(per_model: pd.DataFrame, references: list[str] | tuple[str, 
     methods.attrs["missing_references"] = [r for r in references if r not in by_seed["miou"]]
     return StudySummary(methods, pd.DataFrame(comparisons, columns=[
         "method", "reference", "metric", "seeds", "difference_mean", "difference_std", "ci_low", "ci_high",
-        "verdict", "test"]).round(4), confidence)
+        "verdict", "test"]).round(4), confidence, baseline)
 
 
 def _earlier(method: str, reference: str, references) -> bool:
@@ -155,7 +156,7 @@ def _signed_interval(mean: float, low: float, high: float, scale: float = 1.0, u
     return f"{scale * mean:+.2f}{unit} [{scale * low:+.2f}, {scale * high:+.2f}]"
 
 
-def study_markdown(summary: StudySummary, baseline_name: str = "baseline") -> str:
+def study_markdown(summary: StudySummary) -> str:
     """The study's section of the report: the per-method table with intervals, then the paired verdicts."""
     seeds = summary.seeds
     percent = f"{100 * summary.confidence:g}%"
@@ -171,7 +172,7 @@ def study_markdown(summary: StudySummary, baseline_name: str = "baseline") -> st
               "baseline).", "",
               "| method | seeds | mIoU | boundary F | gap recovered |", "|---|---|---|---|---|"]
     for _, row in summary.methods.iterrows():
-        gap = "" if row["role"] == "teacher" or row["method"] == baseline_name else _signed_interval(
+        gap = "" if row["role"] == "teacher" or row["method"] == summary.baseline else _signed_interval(
             row["gap_recovered"], row["gap_recovered_ci_low"], row["gap_recovered_ci_high"], 100, "%")
         lines.append(f"| {row['method']} | {row['seeds']} | {_interval_cell(row, 'miou')} | "
                      f"{_interval_cell(row, 'boundary_fscore')} | {gap} |")
@@ -179,8 +180,9 @@ def study_markdown(summary: StudySummary, baseline_name: str = "baseline") -> st
         lines += ["", f"### Paired differences ({TEST_NAME}, {percent} interval)", "",
                   "Same seed = same data order, augmentation and initialisation: each method's per-seed difference "
                   "to the reference, averaged. **better** / **worse**: the interval excludes zero; otherwise no "
-                  "detectable difference at this number of seeds. Each verdict is its own 95% test: among many "
-                  "comparisons, about one in twenty of those with no real difference still reads better or worse.",
+                  f"detectable difference at this number of seeds. Each verdict is its own {percent} test: among "
+                  f"many comparisons, about {100 * (1 - summary.confidence):.3g}% of those with no real difference "
+                  "still read better or worse.",
                   "",
                   "| method | vs | Δ mIoU [CI] | verdict | Δ boundary F [CI] | verdict |", "|---|---|---|---|---|---|"]
         by_pair = summary.comparisons.set_index(["method", "reference", "metric"])
@@ -208,7 +210,7 @@ def study_lines(summary: StudySummary) -> list[str]:
         for _, pair in comparisons[comparisons["method"] == row["method"]].iterrows():
             difference = _signed_interval(pair["difference_mean"], pair["ci_low"], pair["ci_high"])
             text += f"; vs {pair['reference']} {difference} {pair['verdict']}"
-        if row["role"] == "student" and row["method"] != "baseline" and not math.isnan(row["gap_recovered"]):
+        if row["role"] == "student" and row["method"] != summary.baseline and not math.isnan(row["gap_recovered"]):
             text += f"; gap recovered {100 * row['gap_recovered']:+.0f}%"
         lines.append(text)
     return lines
