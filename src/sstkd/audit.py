@@ -133,13 +133,20 @@ def main(argv: list[str] | None = None) -> None:
     lineage = commands.add_parser("lineage", help="print the lineage of one run or model file")
     lineage.add_argument("run_id", nargs="?")
     lineage.add_argument("--model", type=Path, help="a model file written by the pipeline")
-    repro = commands.add_parser("repro", help="dvc repro, its stages' MLflow runs under one parent run")
-    repro.add_argument("dvc_arguments", nargs=argparse.REMAINDER, help="passed to dvc repro (e.g. a stage name)")
+    commands.add_parser("repro", help="dvc repro (all arguments passed on), its stages' MLflow runs under one "
+                                      "parent run in the project's own store")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = 2 if argv[:1] == ["--tracking-uri"] else 1 if argv[:1] and argv[0].startswith("--tracking-uri=") else 0
+    dvc_arguments: list[str] = []
+    if argv[command:command + 1] == ["repro"]:  # all after it is DVC's, options too (`sstkd repro --force teacher`)
+        argv, dvc_arguments = argv[:command + 1], argv[command + 1:]
     args = parser.parse_args(argv)
     if args.command == "repro":
         from sstkd.reproduce import reproduce
 
-        raise SystemExit(reproduce(args.dvc_arguments, args.tracking_uri or default_tracking_uri()))
+        if args.tracking_uri:
+            parser.error("repro logs to the store the stages use (conf/base/mlflow.yml): no --tracking-uri")
+        raise SystemExit(reproduce(dvc_arguments))
     client = _client(args.tracking_uri or default_tracking_uri())
     if args.command == "runs":
         list_runs(client)

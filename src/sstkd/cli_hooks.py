@@ -12,13 +12,22 @@ import contextlib
 import importlib
 import warnings
 
+QUIETED = "Add type hints to the `predict` method"
 
-def _import_without_warnings(module: str) -> None:
+
+def _import_quietly(module: str) -> None:
+    """Import ``module``, dropping only MLflow's type-hint warning; every other warning is shown as usual."""
     with warnings.catch_warnings():
-        # MLflow forces a "once" filter around its check, so a filter here would not win; its output goes here
-        warnings.showwarning = lambda *args, **kwargs: None
-        with contextlib.suppress(ImportError):  # kedro-mlflow not installed: nothing to quiet
+        show = warnings.showwarning
+
+        def showwarning(message, *args, **kwargs):
+            if QUIETED not in str(message):
+                show(message, *args, **kwargs)
+
+        # MLflow forces a "once" filter around its check, so a filter here would not win; its output comes here
+        warnings.showwarning = showwarning
+        with contextlib.suppress(Exception):  # never break `kedro` from here: kedro reports the plugin's errors
             importlib.import_module(module)
 
 
-_import_without_warnings("kedro_mlflow.mlflow")
+_import_quietly("kedro_mlflow.mlflow")

@@ -186,7 +186,6 @@ def check_parameters(params: Mapping[str, Any]) -> None:
     """
     from sstkd.distill.losses import build_criterion  # torch modules: only once the groups are known
 
-    check_parameter_groups(params)
     problems: list[str] = []
 
     def check(function, *args):
@@ -199,13 +198,25 @@ def check_parameters(params: Mapping[str, Any]) -> None:
             problems.append(str(error))
         return None
 
-    def check_losses(losses: dict, where: str) -> None:
-        check(build_criterion, {name: dict(options or {}) for name, options in losses.items()}, 2, 8, 8, where)
+    def check_losses(losses: dict, where: str, teacher_channels: int | None) -> None:
+        """Build the criterion as the node will (teacher losses get no teacher), on dummy class/channel counts."""
+        try:
+            check(build_criterion, {name: dict(options or {}) for name, options in losses.items()}, 2, 8,
+                  teacher_channels, where)
+        except Exception as error:  # e.g. torch refusing a layer size: still one line, naming the method
+            problems.append(f"{where}: {type(error).__name__}: {error}")
+
+    def mapping(value: Any, where: str) -> Mapping:
+        if value is None or isinstance(value, Mapping):
+            return value or {}
+        problems.append(f"{where}: a mapping of keys to values, got {value!r}")
+        return {}
 
     def own_training(group: Any) -> dict:
         training = group.get("training") if isinstance(group, Mapping) else None
         return training if isinstance(training, Mapping) else {}
 
+    check(check_parameter_groups, params)
     # Each part on its own, so one bad key does not hide the others. Every training key has a default, so an
     # override (`teacher.training`, a method's `training`) is checked alone and its errors carry its own name.
     for group, schema in PARAMETER_GROUPS.items():
@@ -214,22 +225,19 @@ def check_parameters(params: Mapping[str, Any]) -> None:
     if "teacher" in params:
         teacher = check(validate, TeacherParams, params["teacher"], "teacher")
         check(validate, TrainingConfig, own_training(params["teacher"]), "teacher.training")
-        if teacher is not None:
-            check_losses(teacher.losses, "teacher.losses")
+        if teacher is not None and teacher.checkpoint is None:  # a given checkpoint is loaded, not trained
+            check_losses(teacher.losses, "teacher.losses", None)
     if "distillation" in params:
-        distillation = params["distillation"] or {}
+        distillation = mapping(params["distillation"], "distillation")
         student = distillation.get("student")
         check(validate, StudentParams, student, "distillation.student")
         check(validate, TrainingConfig, own_training(student), "distillation.student.training")
-        methods = distillation.get("methods") or {}
-        if not isinstance(methods, Mapping):
-            problems.append(f"distillation.methods: a mapping of method names to methods, got {methods!r}")
-            methods = {}
-        for name, method in methods.items():
+        # Every method defined, not only those in `distillation.run`: a broken entry is found before it is chosen.
+        for name, method in mapping(distillation.get("methods"), "distillation.methods").items():
             where = f"distillation.methods.{name}"
             method_params = check(validate, MethodParams, method, where)
             if method_params is not None:
-                check_losses(method_params.losses, f"{where}.losses")
+                check_losses(method_params.losses, f"{where}.losses", 8)
             check(validate, TrainingConfig, own_training(method), f"{where}.training")
             problems.extend(_own_seed_problems(own_training(student), own_training(method), where))
     unique = list(dict.fromkeys(problems))  # the student's and shared training's errors repeat per method

@@ -101,3 +101,18 @@ def test_an_unknown_parameter_group_names_the_key_and_the_closest_group():
     with pytest.raises(ParameterError, match="trainig: unknown parameter group; did you mean 'training'") as error:
         check_parameter_groups({"training": {}, "trainig": {"epochs": 1}, "zzz": 1})
     assert "zzz: unknown parameter group; known groups: synthetic, data," in str(error.value)
+
+
+def test_the_start_of_run_check_agrees_with_what_the_nodes_build():
+    parameters = OmegaConfigLoader(str(ROOT / "conf"), env="tiny", **CONFIG_LOADER_ARGS)["parameters"]
+    loaded = parameters | {"teacher": parameters["teacher"] | {"checkpoint": "teacher.pt", "losses": {}}}
+    check_parameters(loaded)  # a given teacher is loaded, not trained: its losses are never built
+    wrong = parameters | {"trainig": {"epochs": 1},
+                          "teacher": parameters["teacher"] | {"losses": {"structural": {"weight": 1.0}}}}
+    wrong["distillation"]["methods"]["skd"]["losses"]["adversarial"]["channels"] = -1
+    with pytest.raises(ParameterError) as error:
+        check_parameters(wrong)
+    problems = error.value.problems
+    assert problems[0].startswith("trainig: unknown parameter group")  # and the other keys are still checked
+    assert "teacher.losses.structural needs a teacher: set teacher channels" in problems  # as the teacher node says
+    assert any(p.startswith("distillation.methods.skd.losses: RuntimeError") for p in problems), problems

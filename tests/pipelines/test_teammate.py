@@ -55,8 +55,9 @@ def test_sstkd_repro_nests_the_stages_runs_under_one_study_run(tmp_path):
     assert parents[0].data.tags["sstkd.command"] == "dvc repro synthetic"
     assert "dvc.data/tiny/01_raw/texture_mosaics" in parents[0].data.tags  # the dvc.lock it ended with
 
-    text = output(run(project, "repro", "synthetic", command=SSTKD))  # nothing stale: no new run is kept
-    assert "no stage ran, so no MLflow run was kept" in text
+    # nothing stale (and from a subfolder: the project is found above it): no new run is kept
+    text = output(run(project / "conf", "repro", "synthetic", command=SSTKD))
+    assert "no stage's run joined the study run, so it was not kept" in text
     assert len(client.search_runs([parents[0].info.experiment_id])) == len(runs)
 
 
