@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sstkd.evaluation.texture_transfer import TextureTransferConfig
 from sstkd.models.segmenter import NetworkConfig
-from sstkd.study import parse_seeds
+from sstkd.study import parse_method_list, parse_seeds
 from sstkd.training.loop import TrainingConfig
 
 Schema = TypeVar("Schema", bound=BaseModel)
@@ -171,6 +171,20 @@ def student_settings(training: dict | None, student: dict | None, method: dict |
     return student_params, method_params, config
 
 
+def _stage1_channels(network: Any) -> int:
+    """The stage-1 width of ``network`` (a config), built on the meta device: no memory, no weights read."""
+    import torch
+
+    from sstkd.models.segmenter import build_network
+
+    try:
+        with torch.device("meta"):
+            return build_network(network if isinstance(network, NetworkConfig) else dict(network), 2) \
+                .low_level_channels
+    except Exception:  # noqa: BLE001 - an invalid network is reported by its own schema check
+        return 8
+
+
 def _own_seed_problems(student_training: Mapping, method_training: Mapping, where: str) -> list[str]:
     return [f"{place}.seed: a student's seed is the study's (study.seeds: one training per seed, paired across "
             "methods); remove it here"
@@ -198,11 +212,11 @@ def check_parameters(params: Mapping[str, Any]) -> None:
             problems.append(str(error))
         return None
 
-    def check_losses(losses: dict, where: str, teacher_channels: int | None) -> None:
-        """Build the criterion as the node will (teacher losses get no teacher), on dummy class/channel counts."""
+    def check_losses(losses: dict, where: str, student_channels: int, teacher_channels: int | None) -> None:
+        """Build the criterion as the node will (teacher losses get no teacher), with a placeholder class count."""
         try:
-            check(build_criterion, {name: dict(options or {}) for name, options in losses.items()}, 2, 8,
-                  teacher_channels, where)
+            check(build_criterion, {name: dict(options or {}) for name, options in losses.items()}, 2,
+                  student_channels, teacher_channels, where)
         except Exception as error:  # e.g. torch refusing a layer size: still one line, naming the method
             problems.append(f"{where}: {type(error).__name__}: {error}")
 
@@ -226,18 +240,25 @@ def check_parameters(params: Mapping[str, Any]) -> None:
         teacher = check(validate, TeacherParams, params["teacher"], "teacher")
         check(validate, TrainingConfig, own_training(params["teacher"]), "teacher.training")
         if teacher is not None and teacher.checkpoint is None:  # a given checkpoint is loaded, not trained
-            check_losses(teacher.losses, "teacher.losses", None)
+            check_losses(teacher.losses, "teacher.losses", _stage1_channels(teacher.network), None)
     if "distillation" in params:
         distillation = mapping(params["distillation"], "distillation")
         student = distillation.get("student")
-        check(validate, StudentParams, student, "distillation.student")
+        student_params = check(validate, StudentParams, student, "distillation.student")
+        teacher_network = params["teacher"].get("network") if isinstance(params.get("teacher"), Mapping) else None
+        # The real stage-1 widths, so a loss that needs them equal (`adapter: false`) fails here, not after the
+        # teacher has trained; 8 when a network is itself invalid (reported above).
+        channels = (_stage1_channels(student_params.network) if student_params else 8,
+                    _stage1_channels(teacher_network) if teacher_network else 8)
         check(validate, TrainingConfig, own_training(student), "distillation.student.training")
-        # Every method defined, not only those in `distillation.run`: a broken entry is found before it is chosen.
+        # Every method defined, not only those in `distillation.run`: a broken entry is found before it is chosen;
+        # those that will train are built with the real stage-1 widths, the others with equal placeholder ones.
+        running = set(parse_method_list(distillation.get("run")))
         for name, method in mapping(distillation.get("methods"), "distillation.methods").items():
             where = f"distillation.methods.{name}"
             method_params = check(validate, MethodParams, method, where)
             if method_params is not None:
-                check_losses(method_params.losses, f"{where}.losses", 8)
+                check_losses(method_params.losses, f"{where}.losses", *(channels if name in running else (8, 8)))
             check(validate, TrainingConfig, own_training(method), f"{where}.training")
             problems.extend(_own_seed_problems(own_training(student), own_training(method), where))
     unique = list(dict.fromkeys(problems))  # the student's and shared training's errors repeat per method

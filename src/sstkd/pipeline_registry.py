@@ -18,7 +18,7 @@ from kedro.pipeline import Pipeline
 from sstkd.config import StudyParams, validate
 from sstkd.pipelines import distillation, evaluation, ingestion, preprocessing, synthetic, teacher
 from sstkd.pipelines.distillation.pipeline import DEFAULT_METHODS, DEFAULT_SEEDS
-from sstkd.study import check_method_name
+from sstkd.study import check_method_name, parse_method_list
 
 _run_parameters: dict | None = None  # the running session's parameters, set by the project hook
 
@@ -41,10 +41,7 @@ def methods_to_run(parameters: dict) -> list[str]:
     ``--params`` at commas, so a list of several names cannot be written there with commas.
     """
     distill = parameters.get("distillation") or {}
-    methods = distill.get("run", DEFAULT_METHODS)
-    if isinstance(methods, str):
-        methods = [methods]
-    methods = [name.strip() for entry in methods for name in str(entry).split("+") if name.strip()]
+    methods = parse_method_list(distill.get("run", DEFAULT_METHODS))
     known = distill.get("methods") or {}
     for name in methods:
         check_method_name(name, "distillation.run")

@@ -65,3 +65,10 @@ def check_method_name(name: str, where: str = "distillation.methods") -> None:
     if not METHOD_NAME.fullmatch(name) or name in RESERVED_NAMES:
         raise ValueError(f"{where}: method name {name!r} is not allowed; use letters, digits, '_' and '-' only "
                          f"(not {', '.join(RESERVED_NAMES)})")
+
+
+def parse_method_list(value) -> list[str]:
+    """``distillation.run`` as a list of names. An entry may join several with ``+``
+    (``--params "distillation.run=[baseline+cwd]"``): Kedro splits ``--params`` at commas."""
+    entries = [value] if isinstance(value, str) else list(value or [])
+    return [name.strip() for entry in entries for name in str(entry).split("+") if name.strip()]

@@ -40,6 +40,8 @@ TEACHER_LOSSES = {
     "channelwise": lambda: ChannelwiseDistillation(),
     "structural": lambda: _identity_adapter(StructuralTextureLoss(C, C, levels=2, directions=4)),
     "statistical": lambda: _identity_adapter(StatisticalTextureLoss(C, C, levels=(4, 8))),
+    "structural_without_adapter": lambda: StructuralTextureLoss(C, C, levels=2, directions=4, adapter=False),
+    "statistical_without_adapter": lambda: StatisticalTextureLoss(C, C, levels=(4, 8), adapter=False),
 }
 
 
@@ -215,3 +217,22 @@ def test_recompute_gives_the_same_loss_and_gradients(cls, options):
         results.append((value.detach(), student.low_level.grad.clone(), loss.adapter.weight.grad.clone()))
     for plain, recomputed in zip(*results):
         torch.testing.assert_close(recomputed, plain)
+
+
+@pytest.mark.parametrize("loss_class", [StructuralTextureLoss, StatisticalTextureLoss])
+def test_without_an_adapter_the_texture_loss_acts_on_the_students_own_stage_1(loss_class):
+    """adapter: false has nothing to train (the loss can only be lowered by changing the student's features),
+    matches channel i to channel i, and refuses networks whose stage-1 widths differ."""
+    plain = loss_class(C, C, adapter=False)
+    assert list(plain.parameters()) == []
+    teacher, student = _output(0), _output(1, requires_grad=True)
+    value = plain(student, teacher, BATCH)
+    value.backward()
+    assert student.low_level.grad is not None and float(student.low_level.grad.abs().sum()) > 0
+    swapped = SegmentationOutput(teacher.logits, teacher.low_level[:, [1, 0, *range(2, C)]], teacher.high_level, None)
+    assert float(plain(teacher, swapped, BATCH)) > 1e-3  # channel order matters: no adapter to re-map it
+    with pytest.raises(ValueError, match="adapter: false needs as many student as teacher stage-1 channels, got 8 "
+                                         "and 16"):
+        loss_class(C, 2 * C, adapter=False)
+    criterion = build_criterion({"structural": {"adapter": False}}, 5, C, C)
+    assert list(criterion.parameters()) == []

@@ -116,3 +116,14 @@ def test_the_start_of_run_check_agrees_with_what_the_nodes_build():
     assert problems[0].startswith("trainig: unknown parameter group")  # and the other keys are still checked
     assert "teacher.losses.structural needs a teacher: set teacher channels" in problems  # as the teacher node says
     assert any(p.startswith("distillation.methods.skd.losses: RuntimeError") for p in problems), problems
+
+
+def test_a_method_that_cannot_run_on_the_envs_networks_fails_at_the_start_only_when_chosen():
+    """sstkd_no_adapter needs equal stage-1 widths: the paper's R101 teacher (256) and R18 student (64) differ."""
+    parameters = OmegaConfigLoader(str(ROOT / "conf"), env="cityscapes", **CONFIG_LOADER_ARGS)["parameters"]
+    check_parameters(parameters)  # defined but not in distillation.run
+    parameters["distillation"]["run"] = ["baseline+sstkd_no_adapter"]
+    with pytest.raises(ParameterError, match="distillation.methods.sstkd_no_adapter.losses.structural: adapter: "
+                                             "false needs as many student as teacher stage-1 channels, got 64 "
+                                             "and 256"):
+        check_parameters(parameters)
