@@ -32,11 +32,10 @@ def project_root(start: Path) -> Path:
 
 
 def tracking_uri(project: Path) -> str:
-    """The store the stages log to: kedro-mlflow's ``conf/base/mlflow.yml``, relative paths from the project."""
-    config = project / "conf" / "base" / "mlflow.yml"
-    uri = ((yaml.safe_load(config.read_text()) or {}).get("server") or {}).get("mlflow_tracking_uri") \
-        if config.exists() else None
-    uri = uri or "sqlite:///mlflow.db"
+    """The store the stages log to (``sstkd``'s default store), a relative sqlite path taken from the project."""
+    from sstkd.audit import default_tracking_uri
+
+    uri = default_tracking_uri(project)
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         uri = f"sqlite:///{project / uri[len('sqlite:///'):]}"
     return uri
