@@ -62,7 +62,7 @@ def stage1_features(network: nn.Module, images: np.ndarray, normalization: dict,
                     device: torch.device | str = "cpu") -> torch.Tensor:
     """``(N, H, W, 3)`` uint8 images → the backbone's stage-1 features ``(N, C, H/4, W/4)`` on the CPU."""
     network = network.to(device).eval()
-    chunks = [network.backbone.stage1(normalized_batch(images[start : start + batch_size], normalization, device))
+    chunks = [network.stage1_features(normalized_batch(images[start : start + batch_size], normalization, device))
               for start in range(0, len(images), batch_size)]
     return torch.cat(chunks).float().cpu()
 

@@ -28,10 +28,14 @@ class PyramidPoolingHead(nn.Module):
         self.fuse = _conv_bn_relu(in_channels + branch_channels * len(bins), channels, 3)
         self.classifier = nn.Sequential(nn.Dropout2d(dropout), nn.Conv2d(channels, num_classes, 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The head's feature before the classifier (what CIRKD's feature losses distil)."""
         size = x.shape[-2:]
         pooled = [F.interpolate(b(x), size=size, mode="bilinear", align_corners=False) for b in self.branches]
-        return self.classifier(self.fuse(torch.cat([x, *pooled], dim=1)))
+        return self.fuse(torch.cat([x, *pooled], dim=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
 
 
 class DeepLabV3Head(nn.Module):
@@ -43,8 +47,12 @@ class DeepLabV3Head(nn.Module):
         self.fuse = _conv_bn_relu(channels, channels, 3)
         self.classifier = nn.Conv2d(channels, num_classes, 1)
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The head's feature before the classifier (what CIRKD's feature losses distil)."""
+        return self.fuse(self.aspp(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.fuse(self.aspp(x)))
+        return self.classifier(self.features(x))
 
 
 class AuxiliaryHead(nn.Module):

@@ -17,26 +17,52 @@ class SegmentationOutput(NamedTuple):
     """What every network returns (a NamedTuple, so DDP, ``torch.compile`` and autocast traverse it).
 
     logits ``(B, K, H, W)`` at input resolution; low_level ``(B, C1, H/4, W/4)`` (backbone stage 1);
-    high_level ``(B, C4, H/s, W/s)`` (last stage); aux_logits ``(B, K, H, W)`` or ``None`` (eval mode or no aux).
+    high_level ``(B, C4, H/s, W/s)`` (last stage); aux_logits ``(B, K, H, W)`` or ``None`` (eval mode or no aux);
+    head_features ``(B, head_channels, H/s, W/s)``: the head's feature before its classifier, or ``None``.
     """
 
     logits: torch.Tensor
     low_level: torch.Tensor
     high_level: torch.Tensor
     aux_logits: torch.Tensor | None
+    head_features: torch.Tensor | None = None
 
 
 class NetworkConfig(BaseModel):
-    """Architecture of one network. ``backbone_weights`` is an optional local torchvision-format file."""
+    """Architecture of one network. ``backbone_weights``: null or ``random`` (from scratch), ``imagenet``
+    (torchvision's, through the torch hub cache) or a local file (see ``models/backbones.py``)."""
 
     model_config = ConfigDict(extra="forbid")
     head: str = Field("deeplabv3", pattern="^(deeplabv3|pspnet)$")
-    backbone: Literal["resnet10", "resnet18", "resnet34", "resnet50", "resnet101", "mobilenetv2"] = "resnet18"
+    backbone: Literal["resnet10", "resnet18", "resnet34", "resnet50", "resnet101", "resnet18_deep", "resnet50_deep",
+                      "resnet101_deep", "mobilenetv2"] = "resnet18"
     output_stride: Literal[8, 16, 32] = 8
     head_channels: int = Field(256, ge=8)
     aux_head: bool = True
     width_mult: float = Field(1.0, gt=0)
     backbone_weights: str | None = None
+    # ResNets: `torchvision` keeps the previous stage's dilation in a dilated stage's first 3×3 conv (torchvision's
+    # and CIRKD's networks, needed to reproduce their weights' outputs); `uniform` (the default, and what every
+    # model trained before this option used) dilates all of them.
+    dilation_scheme: Literal["uniform", "torchvision"] = "uniform"
+    # A fixed per-channel affine map (and channel order) in front of the backbone, from this project's input
+    # normalisation to the one a converted network was trained with (models/converters.py); its values are buffers
+    # of the state dict.
+    input_adapter: bool = False
+
+
+class InputAdapter(nn.Module):
+    """``x[:, order] * scale + shift`` per channel: this project's standardised RGB input → a converted network's
+    own input space (e.g. CIRKD's BGR, 0–255, mean-subtracted). Exact: padding happens after it."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("order", torch.arange(3))
+        self.register_buffer("scale", torch.ones(3))
+        self.register_buffer("shift", torch.zeros(3))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return images[:, self.order] * self.scale.view(1, 3, 1, 1) + self.shift.view(1, 3, 1, 1)
 
 
 class SegmentationNetwork(nn.Module):
@@ -45,7 +71,7 @@ class SegmentationNetwork(nn.Module):
         self.config = config
         self.num_classes = num_classes
         self.backbone = build_backbone(config.backbone, config.output_stride, config.backbone_weights,
-                                       config.width_mult)
+                                       config.width_mult, config.dilation_scheme)
         high = self.backbone.high_channels
         if config.head == "deeplabv3":
             rates = (12, 24, 36) if config.output_stride == 8 else (6, 12, 18)
@@ -53,19 +79,29 @@ class SegmentationNetwork(nn.Module):
         else:
             self.head = PyramidPoolingHead(high, num_classes, config.head_channels)
         self.aux_head = AuxiliaryHead(self.backbone.mid_channels, num_classes) if config.aux_head else None
+        self.input_adapter = InputAdapter() if config.input_adapter else nn.Identity()
+
+    def stage1_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The backbone's stage-1 feature alone (texture diagnostics), through the input adapter as ``forward``."""
+        return self.backbone.stage1(self.input_adapter(images))
 
     @property
     def low_level_channels(self) -> int:
         return self.backbone.low_channels
 
+    @property
+    def head_channels(self) -> int:
+        return self.config.head_channels
+
     def forward(self, images: torch.Tensor) -> SegmentationOutput:
         size = images.shape[-2:]
-        low, mid, high = self.backbone(images)
-        logits = F.interpolate(self.head(high), size=size, mode="bilinear", align_corners=False)
+        low, mid, high = self.backbone(self.input_adapter(images))
+        head_features = self.head.features(high)
+        logits = F.interpolate(self.head.classifier(head_features), size=size, mode="bilinear", align_corners=False)
         aux = None
         if self.aux_head is not None and self.training:
             aux = F.interpolate(self.aux_head(mid), size=size, mode="bilinear", align_corners=False)
-        return SegmentationOutput(logits, low, high, aux)
+        return SegmentationOutput(logits, low, high, aux, head_features)
 
 
 def build_network(config: NetworkConfig | dict, num_classes: int) -> SegmentationNetwork:

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from sstkd.atomic import atomic_file
+from sstkd.models.segmenter import NetworkConfig
 
 
 def atomic_save(payload: dict, path: str | Path) -> None:
@@ -31,8 +32,10 @@ def check_architecture(checkpoint: dict, expected_network: dict, num_classes: in
     found = checkpoint.get("network")
     if found is None or "state_dict" not in checkpoint:
         raise ValueError(f"{source}: not an sstkd model checkpoint (keys: {sorted(checkpoint)[:8]})")
-    differences = {k: (found.get(k), v) for k, v in expected_network.items()
-                   if k != "backbone_weights" and found.get(k) != v}
+    # Keys added to the network's schema later are compared at their default (what older checkpoints used).
+    defaults = {name: field.default for name, field in NetworkConfig.model_fields.items()}
+    differences = {k: (found.get(k, defaults.get(k)), v) for k, v in expected_network.items()
+                   if k != "backbone_weights" and found.get(k, defaults.get(k)) != v}
     if differences or checkpoint.get("num_classes") != num_classes:
         details = ", ".join(f"{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in differences.items())
         if checkpoint.get("num_classes") != num_classes:

@@ -2,6 +2,7 @@
 
 from sstkd.config import teacher_settings
 from sstkd.data.cache import check_cache_matches_info
+from sstkd.models.converters import convert_teacher
 from sstkd.pipelines.common import train_and_track
 from sstkd.training.checkpoint import load_checkpoint
 from sstkd.training.distributed import local_device
@@ -21,11 +22,15 @@ def train_teacher(training_cache: dict, dataset_info: dict, dataset_statistics: 
     if params.checkpoint is None:
         return train_and_track("teacher", "teacher", training_cache, dataset_info, dataset_statistics,
                                params.network, params.losses, config)
-    payload = load_checkpoint(params.checkpoint)
-    check_model_matches_data(payload | {"data_fingerprint": None}, dataset_info,
-                             f"teacher.checkpoint ({params.checkpoint})")
-    network = network_from_payload(payload, params.network, int(dataset_info["num_classes"]),
-                                   source=f"teacher.checkpoint ({params.checkpoint})")
+    source = f"teacher.checkpoint ({params.checkpoint})"
+    if params.checkpoint_format == "sstkd":
+        payload = load_checkpoint(params.checkpoint)
+    else:  # checked against teacher.network while converting; it gains an input adapter and the source's dilation
+        payload = convert_teacher(params.checkpoint, params.checkpoint_format, params.network.model_dump(),
+                                  dataset_info, dataset_statistics)
+    check_model_matches_data(payload | {"data_fingerprint": None}, dataset_info, source)
+    network = network_from_payload(payload, params.network if params.checkpoint_format == "sstkd" else None,
+                                   int(dataset_info["num_classes"]), source=source)
     val_set = split_dataset(training_cache, "val", transform_config(config, dataset_statistics), False, config.seed)
     metrics = validate_network(network, val_set, int(dataset_info["num_classes"]), config,
                                local_device(config.device))
