@@ -20,6 +20,13 @@ from torch.utils.checkpoint import checkpoint
 
 from sstkd.data.sources import IGNORE_INDEX
 from sstkd.distill.contourlet import ContourletDecomposition, standardize_channels
+from sstkd.distill.related_methods import (
+    AttentionTransfer,
+    CrossImageRelationDistillation,
+    DISTRelation,
+    FitNetHint,
+    IntraClassFeatureVariation,
+)
 from sstkd.distill.texture_statistics import (
     FEATURE_PREPARATIONS,
     DenoisedTextureEqualization,
@@ -350,6 +357,11 @@ LOSSES: dict[str, type[nn.Module]] = {
     "adversarial": AdversarialDistillation,
     "structural": StructuralTextureLoss,
     "statistical": StatisticalTextureLoss,
+    "attention": AttentionTransfer,
+    "fitnet": FitNetHint,
+    "dist": DISTRelation,
+    "ifvd": IntraClassFeatureVariation,
+    "cirkd": CrossImageRelationDistillation,
 }
 
 
@@ -381,8 +393,13 @@ class DistillationCriterion(nn.Module):
 
 
 def build_criterion(losses: dict[str, dict], num_classes: int, student_channels: int | None = None,
-                    teacher_channels: int | None = None, where: str = "losses") -> DistillationCriterion:
-    """Build a criterion from ``{term: {"weight": w, **options}}``; errors name the offending key."""
+                    teacher_channels: int | None = None, where: str = "losses",
+                    student_head_channels: int | None = None,
+                    teacher_head_channels: int | None = None) -> DistillationCriterion:
+    """Build a criterion from ``{term: {"weight": w, **options}}``; errors name the offending key.
+
+    ``*_channels``: the stage-1 widths (texture terms), ``*_head_channels``: the head features' (FitNet, CIRKD).
+    """
     terms, weights = {}, {}
     for name, options in losses.items():
         if name not in LOSSES:
@@ -396,7 +413,8 @@ def build_criterion(losses: dict[str, dict], num_classes: int, student_channels:
         cls = LOSSES[name]
         accepted = inspect.signature(cls.__init__).parameters
         automatic = {"num_classes": num_classes, "student_channels": student_channels,
-                     "teacher_channels": teacher_channels}
+                     "teacher_channels": teacher_channels, "student_head_channels": student_head_channels,
+                     "teacher_head_channels": teacher_head_channels}
         for key in options:
             if key not in accepted or key in automatic:
                 allowed = sorted(k for k in accepted if k not in ("self", *automatic))

@@ -212,10 +212,14 @@ def train_segmenter(
     step_module: nn.Module = _StudentStep(student, criterion)
     adversarial = criterion.adversarial
     if dist_utils.is_distributed():
+        ignored = []
         if adversarial is not None:  # the critic is trained apart, its gradients averaged by hand below
-            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
-                step_module, [f"criterion.terms.adversarial.{n}" for n, _ in adversarial.named_parameters()]
-                + [f"criterion.terms.adversarial.{n}" for n, _ in adversarial.named_buffers()])
+            ignored += [f"criterion.terms.adversarial.{n}" for n, _ in adversarial.named_parameters()]
+            ignored += [f"criterion.terms.adversarial.{n}" for n, _ in adversarial.named_buffers()]
+        for term_name, term in criterion.terms.items():  # each process keeps its own memory (CIRKD's queues)
+            ignored += [f"criterion.terms.{term_name}.{n}" for n in getattr(term, "process_local_buffers", ())]
+        if ignored:
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(step_module, ignored)
         step_module = DistributedDataParallel(step_module, device_ids=[device.index] if device.type == "cuda" else None)
     forward_step = torch.compile(step_module) if config.compile else step_module
 

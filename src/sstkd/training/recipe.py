@@ -110,7 +110,9 @@ def train_network(
         teacher = network_from_payload(teacher_payload, source="teacher_model")
     criterion = build_criterion(
         losses, num_classes, student.low_level_channels,
-        teacher.low_level_channels if teacher is not None else None, where=f"{name}.losses")
+        teacher.low_level_channels if teacher is not None else None, where=f"{name}.losses",
+        student_head_channels=student.head_channels,
+        teacher_head_channels=teacher.head_channels if teacher is not None else None)
     fingerprint = training_fingerprint(name, network_config, losses, training, dataset_info, teacher_payload)
     result = train_segmenter(
         student, criterion, train_set, val_set, num_classes, training, teacher=teacher,
