@@ -75,6 +75,9 @@ class PreprocessingParams(_Strict):
 class TeacherParams(_Strict):
     network: NetworkConfig
     checkpoint: str | None = None
+    # Another project's teacher file, converted into `network` (models/converters.py): `torchvision` (e.g.
+    # deeplabv3_resnet101 COCO-with-VOC-labels) or `cirkd` (CIRKD's DeepLabV3); `sstkd`: this project's own.
+    checkpoint_format: Literal["sstkd", "torchvision", "cirkd"] = "sstkd"
     losses: dict[str, dict[str, Any] | None] = {"cross_entropy": {"aux_weight": 0.4}}
     training: dict[str, Any] = {}
 
@@ -110,11 +113,25 @@ class StudyParams(_Strict):
     seeds: list[int] = [0]
     confidence: float = Field(0.95, gt=0, lt=1)
     references: list[str] = ["baseline", "pixel_kd"]  # paired differences of every method to each of these
+    # "<protocol>:<student>" of evaluation/published_results.yml: the report places those numbers beside ours.
+    published: str | None = None
+    # `required` (the paper environments): a network trained here must start from pretrained backbone weights
+    # (`imagenet` or a file); `backbone_weights: random` says "from scratch" on purpose, null is refused.
+    pretrained_backbones: Literal["optional", "required"] = "optional"
 
     @field_validator("seeds", mode="before")
     @classmethod
     def _seeds(cls, value):
         return parse_seeds(value)
+
+    @field_validator("published")
+    @classmethod
+    def _published(cls, value):
+        if value is not None:
+            from sstkd.evaluation.published import parse_published
+
+            parse_published(value)
+        return value
 
 
 # Every top-level parameter group and the schema its node validates it with (None: validated piecewise, e.g.
@@ -171,18 +188,23 @@ def student_settings(training: dict | None, student: dict | None, method: dict |
     return student_params, method_params, config
 
 
-def _stage1_channels(network: Any) -> int:
-    """The stage-1 width of ``network`` (a config), built on the meta device: no memory, no weights read."""
+PLACEHOLDER_WIDTHS = (8, 8)
+
+
+def _feature_widths(network: Any) -> tuple[int, int]:
+    """The stage-1 and head-feature widths of ``network`` (a config), built on the meta device: no memory, no
+    weights read or downloaded."""
     import torch
 
     from sstkd.models.segmenter import build_network
 
     try:
+        config = (network.model_dump() if isinstance(network, NetworkConfig) else dict(network))
         with torch.device("meta"):
-            return build_network(network if isinstance(network, NetworkConfig) else dict(network), 2) \
-                .low_level_channels
+            built = build_network(config | {"backbone_weights": None}, 2)
+        return built.low_level_channels, built.head_channels
     except Exception:  # noqa: BLE001 - an invalid network is reported by its own schema check
-        return 8
+        return PLACEHOLDER_WIDTHS
 
 
 def _own_seed_problems(student_training: Mapping, method_training: Mapping, where: str) -> list[str]:
@@ -190,6 +212,23 @@ def _own_seed_problems(student_training: Mapping, method_training: Mapping, wher
             "methods); remove it here"
             for own, place in ((student_training, "distillation.student.training"),
                                (method_training, f"{where}.training")) if "seed" in own]
+
+
+def _from_scratch_problems(params: Mapping[str, Any]) -> list[str]:
+    """The networks this env would train from scratch without saying so (``backbone_weights`` null)."""
+    def network(group: Any, key: str) -> Mapping:
+        value = group.get(key) if isinstance(group, Mapping) else None
+        return value if isinstance(value, Mapping) else {}
+
+    teacher = params.get("teacher") if isinstance(params.get("teacher"), Mapping) else {}
+    places = [("distillation.student.network", network(network(params, "distillation"), "student").get("network"))]
+    if not teacher.get("checkpoint"):  # a given teacher is loaded, not trained
+        places.insert(0, ("teacher.network", teacher.get("network")))
+    return [f"{where}.backbone_weights: this env reproduces a published protocol whose backbones start from "
+            "ImageNet weights (study.pretrained_backbones: required); set it to `imagenet` or a local file, or to "
+            "`random` to train from scratch on purpose (a from-scratch Cityscapes ResNet-18 is ~10 mIoU below the "
+            "published baselines)"
+            for where, net in places if isinstance(net, Mapping) and net.get("backbone_weights") in (None, "")]
 
 
 def check_parameters(params: Mapping[str, Any]) -> None:
@@ -212,11 +251,13 @@ def check_parameters(params: Mapping[str, Any]) -> None:
             problems.append(str(error))
         return None
 
-    def check_losses(losses: dict, where: str, student_channels: int, teacher_channels: int | None) -> None:
-        """Build the criterion as the node will (teacher losses get no teacher), with a placeholder class count."""
+    def check_losses(losses: dict, where: str, student: tuple[int, int], teacher: tuple[int, int] | None) -> None:
+        """Build the criterion as the node will (teacher losses get no teacher), with a placeholder class count;
+        ``student``/``teacher``: (stage-1, head-feature) widths."""
+        teacher = teacher or (None, None)
         try:
             check(build_criterion, {name: dict(options or {}) for name, options in losses.items()}, 2,
-                  student_channels, teacher_channels, where)
+                  student[0], teacher[0], where, student[1], teacher[1])
         except Exception as error:  # e.g. torch refusing a layer size: still one line, naming the method
             problems.append(f"{where}: {type(error).__name__}: {error}")
 
@@ -236,20 +277,23 @@ def check_parameters(params: Mapping[str, Any]) -> None:
     for group, schema in PARAMETER_GROUPS.items():
         if schema is not None and group != "teacher" and group in params:
             check(validate, schema, params[group], group)
+    study = check(validate, StudyParams, params.get("study"), "study") if "study" in params else None
+    if study is not None and study.pretrained_backbones == "required":
+        problems.extend(_from_scratch_problems(params))
     if "teacher" in params:
         teacher = check(validate, TeacherParams, params["teacher"], "teacher")
         check(validate, TrainingConfig, own_training(params["teacher"]), "teacher.training")
         if teacher is not None and teacher.checkpoint is None:  # a given checkpoint is loaded, not trained
-            check_losses(teacher.losses, "teacher.losses", _stage1_channels(teacher.network), None)
+            check_losses(teacher.losses, "teacher.losses", _feature_widths(teacher.network), None)
     if "distillation" in params:
         distillation = mapping(params["distillation"], "distillation")
         student = distillation.get("student")
         student_params = check(validate, StudentParams, student, "distillation.student")
         teacher_network = params["teacher"].get("network") if isinstance(params.get("teacher"), Mapping) else None
-        # The real stage-1 widths, so a loss that needs them equal (`adapter: false`) fails here, not after the
-        # teacher has trained; 8 when a network is itself invalid (reported above).
-        channels = (_stage1_channels(student_params.network) if student_params else 8,
-                    _stage1_channels(teacher_network) if teacher_network else 8)
+        # The real widths, so a loss that needs them equal (`adapter: false`) fails here, not after the teacher
+        # has trained; placeholders when a network is itself invalid (reported above).
+        widths = (_feature_widths(student_params.network) if student_params else PLACEHOLDER_WIDTHS,
+                  _feature_widths(teacher_network) if teacher_network else PLACEHOLDER_WIDTHS)
         check(validate, TrainingConfig, own_training(student), "distillation.student.training")
         # Every method defined, not only those in `distillation.run`: a broken entry is found before it is chosen;
         # those that will train are built with the real stage-1 widths, the others with equal placeholder ones.
@@ -258,7 +302,8 @@ def check_parameters(params: Mapping[str, Any]) -> None:
             where = f"distillation.methods.{name}"
             method_params = check(validate, MethodParams, method, where)
             if method_params is not None:
-                check_losses(method_params.losses, f"{where}.losses", *(channels if name in running else (8, 8)))
+                check_losses(method_params.losses, f"{where}.losses",
+                             *(widths if name in running else (PLACEHOLDER_WIDTHS, PLACEHOLDER_WIDTHS)))
             check(validate, TrainingConfig, own_training(method), f"{where}.training")
             problems.extend(_own_seed_problems(own_training(student), own_training(method), where))
     unique = list(dict.fromkeys(problems))  # the student's and shared training's errors repeat per method

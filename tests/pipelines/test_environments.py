@@ -29,10 +29,13 @@ from sstkd.pipeline_registry import configured_methods
 from sstkd.settings import CONFIG_LOADER_ARGS
 from sstkd.training.recipe import split_dataset, transform_config
 
-from ..data.layouts import make_ade20k, make_cityscapes, make_voc
+from ..data.layouts import make_ade20k, make_camvid, make_cityscapes, make_voc
 
 ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = {"cityscapes": make_cityscapes, "voc": make_voc, "ade20k": make_ade20k}
+# Every dataset env: the SSTKD paper's protocol (`<dataset>`) and CIRKD's (`<dataset>_cirkd`).
+FIXTURES = {"cityscapes": make_cityscapes, "voc": make_voc, "ade20k": make_ade20k,
+            "cityscapes_cirkd": make_cityscapes, "voc_cirkd": make_voc, "ade20k_cirkd": make_ade20k,
+            "camvid_cirkd": make_camvid}
 
 
 @pytest.mark.parametrize("env", sorted(FIXTURES))
@@ -60,20 +63,24 @@ def test_environment_builds_networks_and_data_path(env, tmp_path):
     image, mask = train[0]
     assert tuple(image.shape[-2:]) == tuple(teacher_training.crop_size) == tuple(mask.shape)
 
-    teacher_net = build_network(teacher.network, source.num_classes)
-    student_net = build_network(student.network, source.num_classes)
+    # Architecture only: the paper envs' `imagenet` weights are not in this machine's torch hub cache (their
+    # loading is tested in tests/models/test_networks.py).
+    teacher_net = build_network(teacher.network.model_dump() | {"backbone_weights": None}, source.num_classes)
+    student_net = build_network(student.network.model_dump() | {"backbone_weights": None}, source.num_classes)
     for method in configured_methods(ROOT / "conf", env=env):
         spec = validate(MethodParams, parameters["distillation"]["methods"][method], f"distillation.methods.{method}")
         validate(TrainingConfig, merged(merged(parameters["training"], student.training), spec.training), method)
         build_criterion({k: dict(v or {}) for k, v in spec.losses.items()}, source.num_classes,
-                        student_net.low_level_channels, teacher_net.low_level_channels, where=method)
+                        student_net.low_level_channels, teacher_net.low_level_channels, where=method,
+                        student_head_channels=student_net.head_channels,
+                        teacher_head_channels=teacher_net.head_channels)
 
 
 def test_every_environment_has_a_user_dataset_not_a_generator():
     for env in [*FIXTURES, "generic"]:
         entry = OmegaConfigLoader(str(ROOT / "conf"), env=env, **CONFIG_LOADER_ARGS)["catalog"]["raw_dataset"]
         # Whole-entry replacement: base's `generated: true` must not leak into a user's dataset entry.
-        assert "generated" not in entry and entry["layout"] == env, entry
+        assert "generated" not in entry and entry["layout"] == env.removesuffix("_cirkd"), entry
 
 
 @pytest.mark.parametrize("env", ["local", "tiny", "protocol", "generic", *sorted(FIXTURES)])
@@ -127,3 +134,19 @@ def test_a_method_that_cannot_run_on_the_envs_networks_fails_at_the_start_only_w
                                              "false needs as many student as teacher stage-1 channels, got 64 "
                                              "and 256"):
         check_parameters(parameters)
+
+
+@pytest.mark.parametrize("env", sorted(FIXTURES))
+def test_a_paper_env_refuses_a_from_scratch_backbone_unless_asked_for(env):
+    parameters = OmegaConfigLoader(str(ROOT / "conf"), env=env, **CONFIG_LOADER_ARGS)["parameters"]
+    assert parameters["study"]["pretrained_backbones"] == "required"
+    parameters["distillation"]["student"]["network"]["backbone_weights"] = None
+    with pytest.raises(ParameterError) as error:
+        check_parameters(parameters)
+    assert len(error.value.problems) == 1
+    assert error.value.problems[0].startswith("distillation.student.network.backbone_weights: this env reproduces")
+    parameters["distillation"]["student"]["network"]["backbone_weights"] = "random"  # on purpose
+    check_parameters(parameters)
+    parameters["teacher"]["network"]["backbone_weights"] = None
+    parameters["teacher"]["checkpoint"] = "teacher.pt"  # a given teacher is not trained: its backbone is moot
+    check_parameters(parameters)

@@ -83,11 +83,29 @@ def test_a_dataset_root_the_env_does_not_read_is_an_error(project, tmp_path):
     assert "is not used by the 'local' environment" in output(result)
 
 
+def save_deep_stem_imagenet_file(depth: int, path) -> None:
+    """A deep-stem ResNet state dict in the KD codebases' file layout (flat conv1/bn1/.../bn3 stem names, fc)."""
+    import torch
+
+    from sstkd.models.backbones import DEEP_STEM_KEYS, RESNET_DEPTHS, deep_stem_resnet
+
+    ours_to_flat = {own: flat for flat, own in DEEP_STEM_KEYS.items()}
+    state = {}
+    for key, value in deep_stem_resnet(*RESNET_DEPTHS[depth]).state_dict().items():
+        prefix = next((p for p in ours_to_flat if key.startswith(p)), None)
+        state[ours_to_flat[prefix] + key[len(prefix):] if prefix else key] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+
+
 def test_the_readme_study_command_gets_past_validation_into_training(project, tmp_path):
     """`kedro run --env cityscapes --pipelines study` is paper-sized (ResNet-101, 512x1024 crops, batch 8): on this
     2-image fixture it gets through ingestion, the cache and the teacher's set-up (networks, losses, loaders) and
     stops at its first batch ("fewer than one batch"), or is stopped here if it is still running."""
     make_cityscapes(tmp_path / "cityscapes")
+    # README: the KD codebases' deep-stem ImageNet files go under data/01_raw/weights/ (here: random ones, same keys)
+    for depth in (101, 18):
+        save_deep_stem_imagenet_file(depth, project / f"data/01_raw/weights/resnet{depth}-imagenet.pth")
     environment = dict(os.environ, DO_NOT_TRACK="1", MPLBACKEND="Agg", COLUMNS="200",
                        SSTKD_DATASET_ROOT=str(tmp_path / "cityscapes"))
     process = subprocess.Popen([str(KEDRO), "run", "--env", "cityscapes", "--pipelines", "study"], cwd=project,

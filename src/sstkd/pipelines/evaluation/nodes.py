@@ -18,6 +18,7 @@ from sstkd.evaluation.plots import (
     plot_texture_modules,
     plot_texture_transfer,
 )
+from sstkd.evaluation.published import beside_published, published_markdown
 from sstkd.evaluation.report import (
     per_class_by_method,
     report_markdown,
@@ -125,6 +126,13 @@ def build_report(evaluation_results: dict, dataset_info: dict, texture_transfer_
                                f"SSTKD study on {dataset_info['layout']} ({dataset_info['root']})", section)
     markdown += transfer_markdown(transfer)
     metrics = summary_metrics(summary, transfer_summary)
+    if params.published:
+        published = beside_published(summary.methods, params.published)
+        markdown += published_markdown(published, params.published)
+        for _, row in published.iterrows():
+            if row["method"] in metrics:
+                metrics[row["method"]] |= {"published_miou": row["published_miou"],
+                                           "ours_minus_published": round(row["ours_minus_published"], 4)}
     for method, values in metrics.items():
         tracking.log_metrics({k: v for k, v in values.items() if v is not None}, prefix=f"study.{method}.")
     tracking.set_tags({f"study.{row['method']}.vs_{row['reference']}.{row['metric']}": row["verdict"]
