@@ -1,7 +1,8 @@
 """Cost of one training step for student-only, pixel KD and SSTKD, measured side by side in one run.
 
     python benchmarks/distillation_step.py                                   # CPU-sized default networks
-    python benchmarks/distillation_step.py --preset paper --height 512 --width 1024 --batch 8   # on a GPU
+    python benchmarks/distillation_step.py --preset paper --height 512 --width 512 --batch 8    # SSTKD's protocol
+    python benchmarks/distillation_step.py --preset cirkd --height 512 --width 1024 --batch 16  # CIRKD's (GPU)
 
 Prints forward+backward time (median of --steps after --warmup), the activation memory kept for backward
 (CPU: bytes of tensors saved by autograd; CUDA: peak allocated), and ratios to the pixel-KD step; also the
@@ -18,13 +19,14 @@ from contextlib import nullcontext
 import torch
 
 from sstkd.distill.losses import build_criterion
-from sstkd.models.segmenter import PRESETS, build_network
+from sstkd.models.segmenter import build_network
 
 METHODS = {
     "student_only": {"cross_entropy": {}},
     "pixel_kd": {"cross_entropy": {}, "pixel_kd": {"weight": 10.0}},
     "sstkd": {"cross_entropy": {}, "pixel_kd": {"weight": 10.0}, "adversarial": {"weight": 0.1},
               "structural": {"weight": 1.0}, "statistical": {"weight": 1.0}},
+    "cirkd": {"cross_entropy": {}, "pixel_kd": {"weight": 1.0}, "cirkd": {"weight": 1.0}},
     "sstkd_recompute": {"cross_entropy": {}, "pixel_kd": {"weight": 10.0}, "adversarial": {"weight": 0.1},
                         "structural": {"weight": 1.0, "recompute": True},
                         "statistical": {"weight": 1.0, "recompute": True}},
@@ -32,7 +34,12 @@ METHODS = {
 NETWORKS = {
     "cpu": ({"head": "deeplabv3", "backbone": "resnet18", "output_stride": 16, "head_channels": 128},
             {"head": "pspnet", "backbone": "resnet10", "output_stride": 16, "head_channels": 64}),
-    "paper": (PRESETS["deeplabv3_resnet101"], PRESETS["pspnet_resnet18"]),
+    # The networks of `--env cityscapes` (SSTKD's protocol) and `--env cityscapes_cirkd` (CIRKD's).
+    "paper": ({"head": "pspnet", "backbone": "resnet101_deep", "head_channels": 512, "dilation_scheme": "torchvision"},
+              {"head": "pspnet", "backbone": "resnet18_deep", "head_channels": 512, "dilation_scheme": "torchvision"}),
+    "cirkd": ({"head": "deeplabv3", "backbone": "resnet101_deep", "head_channels": 256,
+               "dilation_scheme": "torchvision"},
+              {"head": "deeplabv3", "backbone": "resnet18_deep", "head_channels": 128, "dilation_scheme": "torchvision"}),
 }
 
 
@@ -56,7 +63,9 @@ class SavedActivations:
 
 
 def measure(method, losses, teacher, student, images, masks, args, device):
-    criterion = build_criterion(losses, 19, student.low_level_channels, teacher.low_level_channels).to(device)
+    criterion = build_criterion(losses, 19, student.low_level_channels, teacher.low_level_channels,
+                                student_head_channels=student.head_channels,
+                                teacher_head_channels=teacher.head_channels).to(device)
     params = list(student.parameters()) + criterion.student_side_parameters()
     optimizer = torch.optim.SGD(params, lr=1e-3, momentum=0.9)
     critic = criterion.adversarial
