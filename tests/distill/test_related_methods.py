@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from kedro.config import OmegaConfigLoader
 
 from sstkd.data.sources import IGNORE_INDEX
+from sstkd.distill.losses import ChannelwiseFeatureDistillation, PairwiseDistillation, channelwise_kl
 from sstkd.distill.related_methods import (
     AttentionTransfer,
     CrossImageRelationDistillation,
@@ -160,6 +161,32 @@ def test_cirkd_memory_relation_against_a_direct_computation():
         p_t = (bank @ a_t / 0.5).softmax(0)
         expected += (p_t * (p_t.log() - (bank @ a_s / 0.5).log_softmax(0))).sum().item()
     assert value.item() == pytest.approx(0.1 * expected / len(anchors_s), rel=1e-5)
+
+
+def test_cirkds_skd_graph_pools_two_by_two_nodes_of_the_head_feature():
+    s, t = _features(0, 6, (5, 4)), _features(1, 10, (5, 4))
+    value = PairwiseDistillation(feature="head", kernel=2)(_output(head=s), _output(head=t), {})
+
+    def graph(f):  # 2×2 max-pooled nodes (the last row of a 5-row map is a node of its own), cosine similarities
+        padded = torch.cat([f, f[:, :, -1:]], dim=2)  # ceil_mode: a window of one row takes that row's max
+        nodes = padded.unfold(2, 2, 2).unfold(3, 2, 2).amax(dim=(-1, -2)).flatten(2)
+        nodes = nodes / nodes.norm(dim=1, keepdim=True)
+        return nodes.transpose(1, 2) @ nodes
+
+    assert value.item() == pytest.approx(((graph(s) - graph(t)) ** 2).mean().item(), rel=1e-5)
+    assert PairwiseDistillation(feature="head", kernel=2)(_output(head=2 * t), _output(head=t), {}).item() < 1e-12
+
+
+def test_cirkds_feature_cwd_adapts_the_student_width_and_is_cwd_on_the_head_feature():
+    s, t = _features(0, 6), _features(1, 10)
+    loss = ChannelwiseFeatureDistillation(6, 10, temperature=4.0)
+    assert loss(_output(head=s), _output(head=t), {}).item() == pytest.approx(
+        channelwise_kl(loss.adapter(s), t, 4.0).item())
+    same_width = ChannelwiseFeatureDistillation(10, 10)
+    assert isinstance(same_width.adapter, torch.nn.Identity)
+    assert same_width(_output(head=t), _output(head=t), {}).item() == pytest.approx(0, abs=1e-7)
+    loss(_output(head=s), _output(head=t), {}).backward()
+    assert loss.adapter.weight.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("method", ["at", "fitnet", "ifvd", "dist", "cirkd"])

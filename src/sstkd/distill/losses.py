@@ -100,26 +100,42 @@ class PixelwiseDistillation(nn.Module):
 
 
 class PairwiseDistillation(nn.Module):
-    """SKD's pair-wise term: cosine-similarity graphs over max-pooled nodes of the last features, matched by MSE.
+    """SKD's pair-wise term: cosine-similarity graphs over max-pooled nodes of a feature map, matched by MSE.
 
-    Nodes are ``scale``-sized patches of the feature map (SKD: 0.5), so the graph is channel-count independent.
+    ``feature``: ``backbone`` (the last stage, SKD's code) or ``head`` (the head's feature, CIRKD's code). Nodes are
+    ``scale``-sized patches of the map (SKD: 0.5, so the graph has 4 nodes whatever the size), or ``kernel``×
+    ``kernel`` pixels when ``kernel`` is set (CIRKD: 2). The graph is channel-count independent.
     """
 
     needs_teacher = True
 
-    def __init__(self, scale: float = 0.5):
+    def __init__(self, scale: float = 0.5, feature: str = "backbone", kernel: int | None = None):
         super().__init__()
-        self.scale = scale
+        if feature not in ("backbone", "head"):
+            raise ValueError(f"pairwise.feature must be 'backbone' or 'head', got {feature!r}")
+        if kernel is not None and kernel < 1:
+            raise ValueError(f"pairwise.kernel must be >= 1, got {kernel}")
+        self.scale, self.feature, self.kernel = scale, feature, kernel
 
     def _graph(self, features: torch.Tensor) -> torch.Tensor:
         height, width = features.shape[-2:]
-        kernel = (max(1, int(height * self.scale)), max(1, int(width * self.scale)))
+        kernel = ((self.kernel, self.kernel) if self.kernel else
+                  (max(1, int(height * self.scale)), max(1, int(width * self.scale))))
         nodes = F.max_pool2d(features.float(), kernel, stride=kernel, ceil_mode=True).flatten(2)  # (B, C, N)
         nodes = F.normalize(nodes, dim=1)
         return nodes.transpose(1, 2) @ nodes
 
     def forward(self, student: SegmentationOutput, teacher: SegmentationOutput, batch) -> torch.Tensor:
+        if self.feature == "head":
+            return F.mse_loss(self._graph(student.head_features), self._graph(teacher.head_features.detach()))
         return F.mse_loss(self._graph(student.high_level), self._graph(teacher.high_level.detach()))
+
+
+def channelwise_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """CWD's divergence: per channel, KL of spatial softmax distributions at temperature T, × T², mean over (B, C)."""
+    s = F.log_softmax(student.float().flatten(2) / temperature, dim=2)
+    p = F.log_softmax(teacher.detach().float().flatten(2) / temperature, dim=2)
+    return (p.exp() * (p - s)).sum(dim=2).mean() * temperature * temperature
 
 
 class ChannelwiseDistillation(nn.Module):
@@ -132,10 +148,23 @@ class ChannelwiseDistillation(nn.Module):
         self.temperature = temperature
 
     def forward(self, student: SegmentationOutput, teacher: SegmentationOutput, batch) -> torch.Tensor:
-        t = self.temperature
-        s = F.log_softmax(student.logits.float().flatten(2) / t, dim=2)
-        p = F.log_softmax(teacher.logits.detach().float().flatten(2) / t, dim=2)
-        return (p.exp() * (p - s)).sum(dim=2).mean() * t * t
+        return channelwise_kl(student.logits, teacher.logits, self.temperature)
+
+
+class ChannelwiseFeatureDistillation(nn.Module):
+    """CWD on the head's feature (CIRKD's ``--lambda-cwd-fea``): the student's feature through a trained 1×1 conv
+    (no bias) to the teacher's width when the widths differ, then :func:`channelwise_kl`."""
+
+    needs_teacher = True
+
+    def __init__(self, student_head_channels: int, teacher_head_channels: int, temperature: float = 4.0):
+        super().__init__()
+        self.temperature = temperature
+        self.adapter = (nn.Conv2d(student_head_channels, teacher_head_channels, 1, bias=False)
+                        if student_head_channels != teacher_head_channels else nn.Identity())
+
+    def forward(self, student: SegmentationOutput, teacher: SegmentationOutput, batch) -> torch.Tensor:
+        return channelwise_kl(self.adapter(student.head_features.float()), teacher.head_features, self.temperature)
 
 
 class Discriminator(nn.Module):
@@ -354,6 +383,7 @@ LOSSES: dict[str, type[nn.Module]] = {
     "pixel_kd": PixelwiseDistillation,
     "pairwise": PairwiseDistillation,
     "channelwise": ChannelwiseDistillation,
+    "channelwise_features": ChannelwiseFeatureDistillation,
     "adversarial": AdversarialDistillation,
     "structural": StructuralTextureLoss,
     "statistical": StatisticalTextureLoss,
