@@ -231,6 +231,20 @@ def _from_scratch_problems(params: Mapping[str, Any]) -> list[str]:
             for where, net in places if isinstance(net, Mapping) and net.get("backbone_weights") in (None, "")]
 
 
+def _published_student_problems(published: str, params: Mapping[str, Any]) -> list[str]:
+    """The published rows must be of the student this env trains (``<head>_<backbone>``, deep stem or not)."""
+    distillation = params.get("distillation") if isinstance(params.get("distillation"), Mapping) else {}
+    student = distillation.get("student") if isinstance(distillation.get("student"), Mapping) else {}
+    network = student.get("network") if isinstance(student.get("network"), Mapping) else {}
+    trained = f"{network.get('head', '?')}_{str(network.get('backbone', '?')).removesuffix('_deep')}"
+    protocol, _, published_student = published.partition(":")
+    if published_student == trained:
+        return []
+    return [f"study.published: {published!r} is the published rows of student {published_student}, but "
+            f"distillation.student.network trains {trained}; set study.published to '{protocol}:{trained}' "
+            "(if that protocol publishes it) or to null"]
+
+
 def check_parameters(params: Mapping[str, Any]) -> None:
     """Validate every parameter group before any node runs, and report every bad key at once.
 
@@ -280,6 +294,8 @@ def check_parameters(params: Mapping[str, Any]) -> None:
     study = check(validate, StudyParams, params.get("study"), "study") if "study" in params else None
     if study is not None and study.pretrained_backbones == "required":
         problems.extend(_from_scratch_problems(params))
+    if study is not None and study.published:
+        problems.extend(_published_student_problems(study.published, params))
     if "teacher" in params:
         teacher = check(validate, TeacherParams, params["teacher"], "teacher")
         check(validate, TrainingConfig, own_training(params["teacher"]), "teacher.training")

@@ -106,18 +106,24 @@ def test_ifvd_matches_each_pixels_similarity_to_its_class_prototype():
 
 def test_cirkd_minibatch_relation_is_the_kl_of_cross_image_similarity_rows():
     s, t = _features(0, 6, (3, 4), batch=3), _features(1, 10, (3, 4), batch=3)
-    loss = CrossImageRelationDistillation(K, 6, 10, memory_pixel_weight=0, memory_region_weight=0)
+    loss = CrossImageRelationDistillation(K, 6, 10, memory_pixel_weight=0, memory_region_weight=0, group_size=3)
     value = loss(_output(head=s), _output(head=t), {"masks": _masks(0, (3, 4), 3)})
+    assert loss.projection is None  # no memory term: no trained module DDP would find unused
     def rows(f, i, j):  # pixel i·n against pixel j·m, cosine over channels, at τ = 0.1
         a, b = F.normalize(f[i].flatten(1), dim=0), F.normalize(f[j].flatten(1), dim=0)
         return (a.T @ b) / 0.1
 
-    expected = 0.0
-    for i in range(3):
-        for j in range(3):
-            p_t, log_s = rows(t, i, j).softmax(1), rows(s, i, j).log_softmax(1)
-            expected += (p_t * (p_t.log() - log_s)).sum(1).mean().item()
+    def pair_kl(i, j):
+        p_t, log_s = rows(t, i, j).softmax(1), rows(s, i, j).log_softmax(1)
+        return (p_t * (p_t.log() - log_s)).sum(1).mean().item()
+
+    expected = sum(pair_kl(i, j) for i in range(3) for j in range(3))
     assert value.item() == pytest.approx(expected / 9, rel=1e-5)
+    # CIRKD's groups (the images of one GPU): pairs within {0, 1} and within {2}, then the mean over groups
+    grouped = CrossImageRelationDistillation(K, 6, 10, memory_pixel_weight=0, memory_region_weight=0, group_size=2)
+    within = [sum(pair_kl(i, j) for i in g for j in g) / len(g) ** 2 for g in ([0, 1], [2])]
+    assert grouped(_output(head=s), _output(head=t), {"masks": _masks(0, (3, 4), 3)}).item() == pytest.approx(
+        sum(within) / 2, rel=1e-5)
     assert loss(_output(head=t[:, :6]), _output(head=t[:, :6]),
                 {"masks": _masks(0, (3, 4), 3)}).item() == pytest.approx(0, abs=1e-6)
 

@@ -90,7 +90,9 @@ def _stem(x, state, prefix=""):
 
 def test_the_deep_stem_resnet_loads_the_kd_codebases_imagenet_file(tmp_path):
     state = _deep_stem_imagenet_file()
-    torch.save(state, tmp_path / "resnet18-imagenet.pth")
+    # saved before PyTorch 0.4.1, as those files were: no BatchNorm counters
+    torch.save({k: v for k, v in state.items() if not k.endswith("num_batches_tracked")},
+               tmp_path / "resnet18-imagenet.pth")
     network = build_network({"backbone": "resnet18_deep", "head_channels": 16,
                              "backbone_weights": str(tmp_path / "resnet18-imagenet.pth")}, 3).eval()
     x = torch.randn(2, 3, 32, 32)
@@ -132,6 +134,20 @@ def test_a_torchvision_deeplabv3_converts_and_predicts_what_torchvision_predicts
     with pytest.raises(ValueError, match="does not fit teacher.network"):
         convert_teacher(tmp_path / "deeplabv3_resnet50_coco.pth", "torchvision", network_config | {"backbone": "resnet101"},
                         info, DATA_STATS)
+    with pytest.raises(ValueError, match="DeepLabV3 at output stride 8; teacher.network has head 'deeplabv3', output_stride 16"):
+        convert_teacher(tmp_path / "deeplabv3_resnet50_coco.pth", "torchvision", network_config | {"output_stride": 16},
+                        info, DATA_STATS)
+    torch.save({"classifier.0.weight": torch.zeros(8, 16, 3, 3)}, tmp_path / "fcn.pth")
+    with pytest.raises(ValueError, match="an FCN head"):
+        convert_teacher(tmp_path / "fcn.pth", "torchvision", network_config, info, DATA_STATS)
+    # Students record their teacher's fingerprint: another file is another teacher
+    with torch.no_grad():
+        reference.classifier[4].bias.add_(1.0)
+    torch.save(reference.state_dict(), tmp_path / "other.pth")
+    other = convert_teacher(tmp_path / "other.pth", "torchvision", network_config, info, DATA_STATS)
+    assert payload["fingerprint"] and other["fingerprint"] != payload["fingerprint"]
+    again = convert_teacher(tmp_path / "deeplabv3_resnet50_coco.pth", "torchvision", network_config, info, DATA_STATS)
+    assert again["fingerprint"] == payload["fingerprint"]
 
 
 def _cirkd_deeplabv3_resnet18(num_classes):
@@ -217,3 +233,11 @@ def test_the_teacher_stage_evaluates_a_converted_cirkd_teacher_instead_of_traini
         train_teacher(_Cache(helpers.tiny_cache(n_train=2, n_val=2)), info, DATA_STATS, {"progress": False},
                       {"network": network | {"head_channels": 256}, "checkpoint": str(tmp_path / "cirkd.pth"),
                        "checkpoint_format": "cirkd"})
+
+
+def test_new_network_keys_at_their_defaults_leave_earlier_fingerprints_unchanged():
+    from sstkd.models.segmenter import NetworkConfig
+
+    config = NetworkConfig(head="pspnet", backbone="resnet10")
+    assert set(config.identity()) == set(config.model_dump()) - {"dilation_scheme", "input_adapter"}
+    assert NetworkConfig(backbone="resnet10", dilation_scheme="torchvision").identity()["dilation_scheme"] == "torchvision"

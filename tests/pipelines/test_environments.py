@@ -50,6 +50,9 @@ def test_environment_builds_networks_and_data_path(env, tmp_path):
     evaluation = validate(EvaluationParams, parameters["evaluation"], "evaluation")
     assert evaluation.split in ingestion.required_splits
     teacher_training = validate(TrainingConfig, merged(parameters["training"], teacher.training), "teacher.training")
+    # a paper-sized env's teacher follows the env's schedule, not conf/base's CPU teacher recipe
+    assert (teacher_training.epochs, list(teacher_training.crop_size)) == (
+        parameters["training"]["epochs"], list(parameters["training"]["crop_size"]))
 
     FIXTURES[env](tmp_path)
     options = dict(catalog.get("options", {}))
@@ -64,7 +67,7 @@ def test_environment_builds_networks_and_data_path(env, tmp_path):
     assert tuple(image.shape[-2:]) == tuple(teacher_training.crop_size) == tuple(mask.shape)
 
     # Architecture only: the paper envs' `imagenet` weights are not in this machine's torch hub cache (their
-    # loading is tested in tests/models/test_networks.py).
+    # loading is tested in tests/models/test_converters.py).
     teacher_net = build_network(teacher.network.model_dump() | {"backbone_weights": None}, source.num_classes)
     student_net = build_network(student.network.model_dump() | {"backbone_weights": None}, source.num_classes)
     for method in configured_methods(ROOT / "conf", env=env):
@@ -149,4 +152,16 @@ def test_a_paper_env_refuses_a_from_scratch_backbone_unless_asked_for(env):
     check_parameters(parameters)
     parameters["teacher"]["network"]["backbone_weights"] = None
     parameters["teacher"]["checkpoint"] = "teacher.pt"  # a given teacher is not trained: its backbone is moot
+    check_parameters(parameters)
+
+
+def test_the_published_rows_must_be_of_the_student_the_env_trains():
+    parameters = OmegaConfigLoader(str(ROOT / "conf"), env="cityscapes_cirkd", **CONFIG_LOADER_ARGS)["parameters"]
+    parameters["distillation"]["student"]["network"] |= {"backbone": "mobilenetv2", "backbone_weights": "imagenet",
+                                                          "aux_head": False}
+    with pytest.raises(ParameterError, match="study.published: 'cirkd_cityscapes:deeplabv3_resnet18' is the published "
+                                             "rows of student deeplabv3_resnet18, but distillation.student.network "
+                                             "trains deeplabv3_mobilenetv2"):
+        check_parameters(parameters)
+    parameters["study"]["published"] = "cirkd_cityscapes:deeplabv3_mobilenetv2"  # the README's hint
     check_parameters(parameters)

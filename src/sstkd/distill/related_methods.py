@@ -10,12 +10,26 @@ against a direct, slow computation.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from sstkd.data.sources import IGNORE_INDEX
 from sstkd.models.segmenter import SegmentationOutput
+
+
+def full_precision(forward):
+    """Run a loss's ``forward`` with autocast off: cosines and similarities at τ = 0.1 in bf16 (a step of ~4e-3)
+    are as noisy as the student-teacher differences these terms measure (the texture terms do the same)."""
+    @functools.wraps(forward)
+    def wrapper(self, student: SegmentationOutput, teacher: SegmentationOutput, batch):
+        device = next(t for t in student if isinstance(t, torch.Tensor)).device
+        with torch.autocast(device.type, enabled=False):
+            return forward(self, student, teacher, batch)
+    return wrapper
 
 
 def _head_features(output: SegmentationOutput, side: str) -> torch.Tensor:
@@ -56,6 +70,7 @@ class AttentionTransfer(nn.Module):
     def attention(self, features: torch.Tensor) -> torch.Tensor:
         return F.normalize(features.abs().pow(self.p).mean(dim=1).flatten(1), dim=1)
 
+    @full_precision
     def forward(self, student: SegmentationOutput, teacher: SegmentationOutput, batch) -> torch.Tensor:
         s, t = _feature_pair(student, teacher)
         return (self.attention(s) - self.attention(t)).pow(2).mean()
@@ -71,6 +86,7 @@ class FitNetHint(nn.Module):
         super().__init__()
         self.regressor = nn.Conv2d(student_head_channels, teacher_head_channels, 1, bias=False)
 
+    @full_precision
     def forward(self, student: SegmentationOutput, teacher: SegmentationOutput, batch) -> torch.Tensor:
         s = self.regressor(_head_features(student, "student").float())
         s, t = _match_size(s, _head_features(teacher, "teacher").detach().float())
@@ -98,6 +114,7 @@ class DISTRelation(nn.Module):
         super().__init__()
         self.temperature, self.inter_weight, self.intra_weight = temperature, inter_weight, intra_weight
 
+    @full_precision
     def forward(self, student: SegmentationOutput, teacher: SegmentationOutput, batch) -> torch.Tensor:
         tau = self.temperature
         classes = student.logits.shape[1]
@@ -133,6 +150,7 @@ class IntraClassFeatureVariation(nn.Module):
         super().__init__()
         self.num_classes = num_classes
 
+    @full_precision
     def forward(self, student: SegmentationOutput, teacher: SegmentationOutput, batch) -> torch.Tensor:
         s, t = _feature_pair(student, teacher)
         labels = downsampled_labels(batch["masks"], s.shape[-2:])
@@ -151,9 +169,12 @@ def _similarity_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t
 class CrossImageRelationDistillation(nn.Module):
     """CIRKD (Yang et al., 2022): the student learns the teacher's pixel relations across images.
 
-    * **mini-batch pixel-to-pixel** (weight ``minibatch_weight``): for every ordered pair of images (i, j) of the
-      batch, the ``(h·w) × (h·w)`` cosine similarities of i's pixels to j's, softmax over j's pixels at
-      ``temperature``; KL(teacher ‖ student) averaged over rows and pairs. Channel counts may differ.
+    * **mini-batch pixel-to-pixel** (weight ``minibatch_weight``): for every ordered pair of images (i, j) of a
+      group of ``group_size`` consecutive images, the ``(h·w) × (h·w)`` cosine similarities of i's pixels to j's,
+      softmax over j's pixels at ``temperature``; KL(teacher ‖ student) averaged over rows and pairs, then over
+      groups. CIRKD relates the images of one GPU (its batch of 16 over 8 GPUs: groups of 2), so the term is the
+      same whatever the number of processes here; each group is recomputed in backward (at 512×1024 a pair's
+      maps are 8192² each). Channel counts may differ.
     * **memory pixel-to-pixel / pixel-to-region** (``memory_pixel_weight``, ``memory_region_weight``): the
       student's labelled pixels, through a trained projection (1×1 conv, BN, ReLU, 1×1 conv to the teacher's
       width), against teacher embeddings kept in per-class queues (``pixel_memory`` pixels and ``region_memory``
@@ -174,31 +195,39 @@ class CrossImageRelationDistillation(nn.Module):
                  temperature: float = 0.1, kd_temperature: float = 1.0, minibatch_weight: float = 1.0,
                  memory_pixel_weight: float = 0.1, memory_region_weight: float = 0.1, pixel_memory: int = 20000,
                  region_memory: int = 2000, pixel_contrast: int = 4096, region_contrast: int = 1024,
-                 pixels_per_update: int = 16):
+                 pixels_per_update: int = 16, group_size: int = 2):
         super().__init__()
-        if min(pixel_memory, region_memory, pixel_contrast, region_contrast, pixels_per_update) < 1:
-            raise ValueError("memory, contrast and update sizes must be >= 1")
+        if min(pixel_memory, region_memory, pixel_contrast, region_contrast, pixels_per_update, group_size) < 1:
+            raise ValueError("memory, contrast, update and group sizes must be >= 1")
+        self.group_size = group_size
         self.num_classes, self.temperature, self.kd_temperature = num_classes, temperature, kd_temperature
         self.weights = (minibatch_weight, memory_pixel_weight, memory_region_weight)
         self.pixels_per_update = pixels_per_update
         self.pixel_samples = min(pixel_contrast // num_classes + 1, pixel_memory)
         self.region_samples = min(region_contrast // num_classes + 1, region_memory)
         width = teacher_head_channels
-        self.projection = nn.Sequential(nn.Conv2d(student_head_channels, width, 1, bias=False), nn.BatchNorm2d(width),
-                                        nn.ReLU(inplace=True), nn.Conv2d(width, width, 1, bias=False))
+        # Only when a memory term is on: an unused trained module would stop DDP at its second step.
+        self.projection = (nn.Sequential(nn.Conv2d(student_head_channels, width, 1, bias=False), nn.BatchNorm2d(width),
+                                         nn.ReLU(inplace=True), nn.Conv2d(width, width, 1, bias=False))
+                           if memory_pixel_weight or memory_region_weight else None)
         self.register_buffer("pixel_queue", F.normalize(torch.randn(num_classes, pixel_memory, width), dim=2))
         self.register_buffer("region_queue", F.normalize(torch.randn(num_classes, region_memory, width), dim=2))
         self.register_buffer("pixel_pointer", torch.zeros(num_classes, dtype=torch.long))
         self.register_buffer("region_pointer", torch.zeros(num_classes, dtype=torch.long))
 
+    def _group_relation(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        s, t = F.normalize(s.flatten(2), dim=1), F.normalize(t.flatten(2), dim=1)   # (G, C, N)
+        s_sim = torch.einsum("icn,jcm->ijnm", s, s) / self.temperature                # (G, G, N, N)
+        t_sim = torch.einsum("icn,jcm->ijnm", t, t) / self.temperature
+        return _similarity_kl(s_sim.flatten(0, 2), t_sim.flatten(0, 2))
+
     def minibatch_pixel_relation(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        s, t = F.normalize(s.flatten(2), dim=1), F.normalize(t.flatten(2), dim=1)   # (B, C, N)
-        total = s.new_zeros(())
-        for i in range(s.shape[0]):  # one image against the batch at a time: B·N² similarities, not B²·N²
-            s_sim = torch.einsum("cn,jcm->jnm", s[i], s) / self.temperature            # (B, N, N)
-            t_sim = torch.einsum("cn,jcm->jnm", t[i], t) / self.temperature
-            total = total + _similarity_kl(s_sim.flatten(0, 1), t_sim.flatten(0, 1))
-        return total / s.shape[0]
+        groups = [(s[i:i + self.group_size], t[i:i + self.group_size]) for i in range(0, s.shape[0], self.group_size)]
+        if torch.is_grad_enabled():
+            values = [checkpoint(self._group_relation, gs, gt, use_reentrant=False) for gs, gt in groups]
+        else:
+            values = [self._group_relation(gs, gt) for gs, gt in groups]
+        return torch.stack(values).mean()
 
     @torch.no_grad()
     def _enqueue(self, t: torch.Tensor, labels: torch.Tensor) -> None:
@@ -225,6 +254,7 @@ class CrossImageRelationDistillation(nn.Module):
         return _similarity_kl(anchors_s @ bank.T / self.temperature, anchors_t @ bank.T / self.temperature,
                               self.kd_temperature)
 
+    @full_precision
     def forward(self, student: SegmentationOutput, teacher: SegmentationOutput, batch) -> torch.Tensor:
         s, t = _feature_pair(student, teacher)
         w_batch, w_pixel, w_region = self.weights

@@ -137,7 +137,10 @@ def load_backbone_weights(model: nn.Module, path: str | Path, ignore_prefixes: t
     own = model.state_dict()
     mismatched = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
                   for k, v in state.items() if k in own and own[k].shape != v.shape]
-    missing = [k for k in own if k not in state and not k.startswith(ignore_prefixes)]
+    # BatchNorm's counter is absent from files saved before PyTorch 0.4.1 (torchvision's classic ImageNet files, the
+    # CSAIL/CIRKD ones); load_state_dict then keeps the model's own, as every KD codebase relies on.
+    missing = [k for k in own if k not in state and not k.startswith(ignore_prefixes)
+               and not k.endswith(".num_batches_tracked")]
     if mismatched or missing or not state:
         detail = "; ".join(mismatched[:5] + [f"missing {k}" for k in missing[:5]])
         raise ValueError(f"backbone_weights: {path} does not match this backbone ({detail or 'empty file'})")

@@ -18,6 +18,8 @@ pixel level, none in the stride-8 logits).
 
 from __future__ import annotations
 
+import hashlib
+import io
 from pathlib import Path
 
 import torch
@@ -100,16 +102,22 @@ def convert_teacher(path: str | Path, source_format: str, network: dict, dataset
                     statistics: dict) -> dict:
     """An sstkd teacher payload from another project's checkpoint file, checked against ``network`` (the
     teacher's configured architecture) and the data's classes."""
-    from sstkd.models.segmenter import (
-        build_network,  # models.segmenter imports backbones, which this file does
-    )
+    from sstkd.models.segmenter import build_network  # imports backbones, as this module does
+    from sstkd.training.recipe import fingerprint_of
 
     source = f"teacher.checkpoint ({path}, format {source_format})"
     if source_format not in FORMATS[1:]:
         raise ValueError(f"{source}: format must be one of {', '.join(FORMATS)}")
     if not Path(path).is_file():
         raise FileNotFoundError(f"{source}: no file")
-    state = _unwrap(torch.load(path, map_location="cpu", weights_only=True), source)
+    if network.get("head") != "deeplabv3" or network.get("output_stride") != 8:
+        raise ValueError(f"{source}: both formats are DeepLabV3 at output stride 8; teacher.network has head "
+                         f"{network.get('head')!r}, output_stride {network.get('output_stride')} (with another stride "
+                         "every shape would still match and the converted teacher would compute something else)")
+    content = Path(path).read_bytes()
+    state = _unwrap(torch.load(io.BytesIO(content), map_location="cpu", weights_only=True), source)
+    if state.get("classifier.0.weight") is not None and state["classifier.0.weight"].dim() == 4:
+        raise ValueError(f"{source}: an FCN head (classifier.0 is a convolution); only DeepLabV3 files convert")
     converted = (torchvision_state_dict if source_format == "torchvision" else cirkd_state_dict)(state, source)
     num_classes = int(converted["head.classifier.weight"].shape[0]) if "head.classifier.weight" in converted else 0
     classes = list(dataset_info["classes"])
@@ -134,5 +142,9 @@ def convert_teacher(path: str | Path, source_format: str, network: dict, dataset
                          f"{'_deep' if source_format == 'cirkd' else ''}, output_stride 8, head_channels "
                          f"{converted['head.fuse.0.weight'].shape[0] if 'head.fuse.0.weight' in converted else '?'})")
     target.load_state_dict(converted)
+    # Students record their teacher's fingerprint: another file (or format, or input statistics) is another teacher.
+    fingerprint = fingerprint_of("converted", source_format, hashlib.sha256(content).hexdigest(),
+                                 target.config.identity(), statistics["mean"], statistics["std"])
     return {"network": target.config.model_dump(), "num_classes": num_classes, "class_names": names,
-            "state_dict": target.state_dict(), "source_file": str(path), "source_format": source_format}
+            "state_dict": target.state_dict(), "source_file": str(path), "source_format": source_format,
+            "fingerprint": fingerprint}

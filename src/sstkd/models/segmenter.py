@@ -50,6 +50,15 @@ class NetworkConfig(BaseModel):
     # of the state dict.
     input_adapter: bool = False
 
+    def identity(self) -> dict:
+        """The configuration as fingerprints see it: keys added after models were first trained are left out while
+        they hold their default, so every earlier model (and its resumable checkpoint) keeps its fingerprint."""
+        later = {key for key in ADDED_LATER if getattr(self, key) == type(self).model_fields[key].default}
+        return self.model_dump(exclude=later)
+
+
+ADDED_LATER = ("dilation_scheme", "input_adapter")
+
 
 class InputAdapter(nn.Module):
     """``x[:, order] * scale + shift`` per channel: this project's standardised RGB input → a converted network's
@@ -112,7 +121,8 @@ def build_network(config: NetworkConfig | dict, num_classes: int) -> Segmentatio
 
 
 PRESETS: dict[str, dict] = {
-    # The paper's pairs (SSTKD.md): teacher DeepLabV3-ResNet101, students PSPNet/DeepLabV3-ResNet18, MobileNetV2.
+    # Networks of the papers' tables (SSTKD.md), 7x7 stem: PSPNet-ResNet101 -> PSPNet-ResNet18 (SSTKD), DeepLabV3-
+    # ResNet101 -> DeepLabV3-ResNet18 / MobileNetV2 (CIRKD). The paper envs use their deep-stem variants.
     "deeplabv3_resnet101": {"head": "deeplabv3", "backbone": "resnet101", "head_channels": 256},
     "pspnet_resnet101": {"head": "pspnet", "backbone": "resnet101", "head_channels": 512},
     "pspnet_resnet18": {"head": "pspnet", "backbone": "resnet18", "head_channels": 512},

@@ -202,6 +202,7 @@ def train_segmenter(
     memory_format = torch.channels_last if device.type == "cuda" and config.channels_last else torch.preserve_format
     if config.sync_batchnorm and dist_utils.is_distributed():
         student = nn.SyncBatchNorm.convert_sync_batchnorm(student)
+        criterion = nn.SyncBatchNorm.convert_sync_batchnorm(criterion)  # e.g. CIRKD's projection (in place)
     student.to(device, memory_format=memory_format).train()
     criterion.to(device)
     if teacher is not None:

@@ -27,7 +27,7 @@ RUN_ONLY_TRAINING_KEYS = ("progress", "log_every", "num_workers", "nproc", "rdzv
 def training_fingerprint(name: str, network_config: NetworkConfig, losses: dict, training: TrainingConfig,
                          dataset_info: dict, teacher_payload: dict | None = None) -> str:
     """A hash of everything that decides what training ``name`` produces (not where or how verbosely it runs)."""
-    return fingerprint_of(name, network_config.model_dump(), losses, training.model_dump(exclude=set(RUN_ONLY_TRAINING_KEYS)),
+    return fingerprint_of(name, network_config.identity(), losses, training.model_dump(exclude=set(RUN_ONLY_TRAINING_KEYS)),
         dataset_info.get("fingerprint"), teacher_payload.get("fingerprint") if teacher_payload else None)
 
 
