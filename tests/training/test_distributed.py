@@ -50,3 +50,24 @@ def test_ranks_agree_and_match_a_single_process_on_the_same_global_batch(tmp_pat
     # Gradients are averaged, not summed, across ranks (a sum would double the step). The direction agrees
     # only broadly: SyncBatchNorm is CUDA-only, so on CPU each rank normalises over its half of the batch.
     assert 0.7 < ratio < 1.4 and cosine > 0.3, (cosine, ratio)
+
+
+def test_cirkd_trains_data_parallel_with_its_memory_and_without_it(tmp_path):
+    """CIRKD's queues stay out of DDP's buffer broadcast and its projection exists only when a memory term uses
+    it: either mistake stops a two-process run (unused parameters at the second step, or buffer mismatch)."""
+    teacher, _ = helpers.train(epochs=1, max_steps_per_epoch=1)
+    cache = helpers.tiny_cache(n_train=16, n_val=4, size=48)
+    np.save(tmp_path / "images.npy", cache["train"]["images"])
+    cache["train"]["images"] = np.load(tmp_path / "images.npy", mmap_mode="r")
+    for memory_weight in (0.1, 0.0):
+        losses = {"cross_entropy": {}, "cirkd": {"pixel_memory": 64, "region_memory": 8, "pixel_contrast": 40,
+                                                  "memory_pixel_weight": memory_weight,
+                                                  "memory_region_weight": memory_weight}}
+        kwargs = dict(name=f"ddp_cirkd_{memory_weight}", cache=cache, dataset_info=helpers.INFO,
+                      statistics=helpers.STATS, network_config=helpers.STUDENT, losses=losses,
+                      training=helpers.config(epochs=1, batch_size=8, crop_size=(32, 32), max_steps_per_epoch=2),
+                      teacher_payload=teacher)
+        ranks = run_data_parallel(2, kwargs)
+        assert sorted(ranks) == [0, 1]
+        history = ranks[0][1]
+        assert len(history) == 1 and history[0]["loss_cirkd"] > 0, history
