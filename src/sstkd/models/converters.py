@@ -2,7 +2,8 @@
 
 * ``torchvision``: ``deeplabv3_resnet101`` / ``deeplabv3_resnet50`` state dicts (e.g. the COCO-with-VOC-labels
   file ``deeplabv3_resnet101_coco-586e9e4e.pth``): ``backbone.*`` (a 7×7-stem ResNet at output stride 8),
-  ``classifier.0`` (ASPP), ``classifier.1/2/4`` (3×3 conv, BN, classifier), ``aux_classifier.0/1/4``. Input: RGB
+  ``classifier.0`` (ASPP), ``classifier.1/2/4`` (3×3 conv, BN, classifier), ``aux_classifier.0/1/4``; and
+  ``fcn_resnet101`` / ``fcn_resnet50`` (``classifier.0/1/4``: 3×3 conv to 512, BN, classifier; ``head: fcn``). Input: RGB
   in [0, 1] standardised by ImageNet's mean and std; 21 VOC classes (``__background__`` first).
 * ``cirkd``: CIRKD's DeepLabV3 (winycg/CIRKD, CVPR-2022 code, e.g. ``deeplabv3_resnet101_citys_best_model.pth``):
   ``pretrained.*`` (a deep-stem ResNet-v1b with flat stem names conv1/bn1/conv2/bn2/conv3/bn3),
@@ -52,13 +53,19 @@ def _renamed(state: dict, rules: list[tuple[str, str]], ignore: tuple[str, ...],
     return out
 
 
-def torchvision_state_dict(state: dict, source: str = "checkpoint") -> dict:
-    rules = [("backbone.conv1.", "backbone.stage1.0."), ("backbone.bn1.", "backbone.stage1.1."),
-             ("backbone.layer1.", "backbone.stage1.4."), ("backbone.layer", "backbone.layer"),
-             ("classifier.0.", "head.aspp."), ("classifier.1.", "head.fuse.0."), ("classifier.2.", "head.fuse.1."),
-             ("classifier.4.", "head.classifier."), ("aux_classifier.0.", "aux_head.block.0.0."),
-             ("aux_classifier.1.", "aux_head.block.0.1."), ("aux_classifier.4.", "aux_head.block.2.")]
-    return _renamed(state, rules, ("backbone.fc.",), source)
+def torchvision_state_dict(state: dict, source: str = "checkpoint", head: str = "deeplabv3") -> dict:
+    """torchvision's ``deeplabv3_*`` (``head="deeplabv3"``) or ``fcn_*`` (``head="fcn"``) keys → this project's."""
+    backbone = [("backbone.conv1.", "backbone.stage1.0."), ("backbone.bn1.", "backbone.stage1.1."),
+                ("backbone.layer1.", "backbone.stage1.4."), ("backbone.layer", "backbone.layer")]
+    aux = [("aux_classifier.0.", "aux_head.block.0.0."), ("aux_classifier.1.", "aux_head.block.0.1."),
+           ("aux_classifier.4.", "aux_head.block.2.")]
+    if head == "fcn":
+        classifier = [("classifier.0.", "head.fuse.0."), ("classifier.1.", "head.fuse.1."),
+                      ("classifier.4.", "head.classifier.1.")]
+    else:
+        classifier = [("classifier.0.", "head.aspp."), ("classifier.1.", "head.fuse.0."),
+                      ("classifier.2.", "head.fuse.1."), ("classifier.4.", "head.classifier.")]
+    return _renamed(state, backbone + classifier + aux, ("backbone.fc.",), source)
 
 
 def cirkd_state_dict(state: dict, source: str = "checkpoint") -> dict:
@@ -110,16 +117,24 @@ def convert_teacher(path: str | Path, source_format: str, network: dict, dataset
         raise ValueError(f"{source}: format must be one of {', '.join(FORMATS)}")
     if not Path(path).is_file():
         raise FileNotFoundError(f"{source}: no file")
-    if network.get("head") != "deeplabv3" or network.get("output_stride") != 8:
-        raise ValueError(f"{source}: both formats are DeepLabV3 at output stride 8; teacher.network has head "
-                         f"{network.get('head')!r}, output_stride {network.get('output_stride')} (with another stride "
-                         "every shape would still match and the converted teacher would compute something else)")
+    heads = ("deeplabv3", "fcn") if source_format == "torchvision" else ("deeplabv3",)
+    if network.get("head") not in heads or network.get("output_stride") != 8:
+        raise ValueError(f"{source}: this format's networks are {' or '.join(heads)} at output stride 8; "
+                         f"teacher.network has head {network.get('head')!r}, output_stride "
+                         f"{network.get('output_stride')} (with another stride every shape would still match and "
+                         "the converted teacher would compute something else)")
     content = Path(path).read_bytes()
     state = _unwrap(torch.load(io.BytesIO(content), map_location="cpu", weights_only=True), source)
-    if state.get("classifier.0.weight") is not None and state["classifier.0.weight"].dim() == 4:
-        raise ValueError(f"{source}: an FCN head (classifier.0 is a convolution); only DeepLabV3 files convert")
-    converted = (torchvision_state_dict if source_format == "torchvision" else cirkd_state_dict)(state, source)
-    num_classes = int(converted["head.classifier.weight"].shape[0]) if "head.classifier.weight" in converted else 0
+    if source_format == "torchvision":
+        fcn_file = state.get("classifier.0.weight") is not None and state["classifier.0.weight"].dim() == 4
+        if fcn_file != (network["head"] == "fcn"):
+            raise ValueError(f"{source}: the file has {'an FCN' if fcn_file else 'a DeepLabV3'} head, teacher.network "
+                             f"a {network['head']} head; set teacher.network.head to {'fcn' if fcn_file else 'deeplabv3'}")
+        converted = torchvision_state_dict(state, source, network["head"])
+    else:
+        converted = cirkd_state_dict(state, source)
+    classifier = converted.get("head.classifier.weight", converted.get("head.classifier.1.weight"))  # FCN: after dropout
+    num_classes = int(classifier.shape[0]) if classifier is not None else 0
     classes = list(dataset_info["classes"])
     if source_format == "torchvision":
         names = TORCHVISION_VOC_CLASSES if num_classes == len(TORCHVISION_VOC_CLASSES) else None

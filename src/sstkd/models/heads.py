@@ -55,6 +55,22 @@ class DeepLabV3Head(nn.Module):
         return self.classifier(self.features(x))
 
 
+class FCNHead(nn.Module):
+    """FCN's head (torchvision's ``FCNHead``): a 3×3 conv, BN, ReLU, dropout and the classifier."""
+
+    def __init__(self, in_channels: int, num_classes: int, channels: int = 512, dropout: float = 0.1):
+        super().__init__()
+        self.fuse = _conv_bn_relu(in_channels, channels, 3)
+        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Conv2d(channels, num_classes, 1))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The head's feature before the classifier."""
+        return self.fuse(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
 class AuxiliaryHead(nn.Module):
     """FCN head on the stage-3 feature, used only for the 0.4-weighted auxiliary loss during training."""
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from sstkd.models.backbones import build_backbone
-from sstkd.models.heads import AuxiliaryHead, DeepLabV3Head, PyramidPoolingHead
+from sstkd.models.heads import AuxiliaryHead, DeepLabV3Head, FCNHead, PyramidPoolingHead
 
 
 class SegmentationOutput(NamedTuple):
@@ -33,7 +33,7 @@ class NetworkConfig(BaseModel):
     (torchvision's, through the torch hub cache) or a local file (see ``models/backbones.py``)."""
 
     model_config = ConfigDict(extra="forbid")
-    head: str = Field("deeplabv3", pattern="^(deeplabv3|pspnet)$")
+    head: str = Field("deeplabv3", pattern="^(deeplabv3|pspnet|fcn)$")
     backbone: Literal["resnet10", "resnet18", "resnet34", "resnet50", "resnet101", "resnet18_deep", "resnet50_deep",
                       "resnet101_deep", "mobilenetv2"] = "resnet18"
     output_stride: Literal[8, 16, 32] = 8
@@ -85,6 +85,8 @@ class SegmentationNetwork(nn.Module):
         if config.head == "deeplabv3":
             rates = (12, 24, 36) if config.output_stride == 8 else (6, 12, 18)
             self.head = DeepLabV3Head(high, num_classes, config.head_channels, rates)
+        elif config.head == "fcn":
+            self.head = FCNHead(high, num_classes, config.head_channels)
         else:
             self.head = PyramidPoolingHead(high, num_classes, config.head_channels)
         self.aux_head = AuxiliaryHead(self.backbone.mid_channels, num_classes) if config.aux_head else None
