@@ -112,60 +112,57 @@ def _randomise_batchnorm(model):
             module.running_var.copy_(torch.rand(module.num_features, generator=g) + 0.5)
 
 
-def test_a_torchvision_deeplabv3_converts_and_predicts_what_torchvision_predicts(tmp_path):
-    torch.manual_seed(0)
-    reference = deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=21, aux_loss=True).eval()
+VOC_INFO = {"classes": list(VOC_CLASSES), "num_classes": 21}
+
+
+def _torchvision_teacher(builder, config, path, seed):
+    """A torchvision segmentation model (random weights and BN statistics) saved to ``path``, and its conversion."""
+    torch.manual_seed(seed)
+    reference = builder(weights=None, weights_backbone=None, num_classes=21, aux_loss=True).eval()
     with torch.no_grad():
         _randomise_batchnorm(reference)
-    torch.save(reference.state_dict(), tmp_path / "deeplabv3_resnet50_coco.pth")
-    info = {"classes": list(VOC_CLASSES), "num_classes": 21}
-    network_config = {"head": "deeplabv3", "backbone": "resnet50", "output_stride": 8, "head_channels": 256}
-    payload = convert_teacher(tmp_path / "deeplabv3_resnet50_coco.pth", "torchvision", network_config, info, DATA_STATS)
-    check_model_matches_data(payload, info, "teacher")
-    network = network_from_payload(payload).eval()
+    torch.save(reference.state_dict(), path)
+    return reference, convert_teacher(path, "torchvision", config, VOC_INFO, DATA_STATS)
 
-    rgb = torch.rand(1, 3, 40, 56)  # [0, 1]
+
+def _assert_predicts_like(network, reference, size):
+    """Both on the same RGB image, each through its own input normalisation."""
+    rgb = torch.rand(1, 3, *size)
     ours = (rgb - torch.tensor(DATA_STATS["mean"]).view(3, 1, 1)) / torch.tensor(DATA_STATS["std"]).view(3, 1, 1)
     theirs = (rgb - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
     with torch.no_grad():
-        torch.testing.assert_close(network(ours).logits, reference(theirs)["out"], atol=2e-4, rtol=1e-4)
+        torch.testing.assert_close(network.eval()(ours).logits, reference(theirs)["out"], atol=2e-4, rtol=1e-4)
+
+
+def test_a_torchvision_deeplabv3_converts_and_predicts_what_torchvision_predicts(tmp_path):
+    network_config = {"head": "deeplabv3", "backbone": "resnet50", "output_stride": 8, "head_channels": 256}
+    file = tmp_path / "deeplabv3_resnet50_coco.pth"
+    reference, payload = _torchvision_teacher(deeplabv3_resnet50, network_config, file, seed=0)
+    check_model_matches_data(payload, VOC_INFO, "teacher")
+    _assert_predicts_like(network_from_payload(payload), reference, (40, 56))
     with pytest.raises(ValueError, match="predicts 21 classes, the data has 19"):
         check_model_matches_data(payload, {"classes": [str(i) for i in range(19)], "num_classes": 19}, "teacher")
     with pytest.raises(ValueError, match="does not fit teacher.network"):
-        convert_teacher(tmp_path / "deeplabv3_resnet50_coco.pth", "torchvision", network_config | {"backbone": "resnet101"},
-                        info, DATA_STATS)
+        convert_teacher(file, "torchvision", network_config | {"backbone": "resnet101"}, VOC_INFO, DATA_STATS)
     with pytest.raises(ValueError, match="deeplabv3 or fcn at output stride 8; teacher.network has head 'deeplabv3', output_stride 16"):
-        convert_teacher(tmp_path / "deeplabv3_resnet50_coco.pth", "torchvision", network_config | {"output_stride": 16},
-                        info, DATA_STATS)
+        convert_teacher(file, "torchvision", network_config | {"output_stride": 16}, VOC_INFO, DATA_STATS)
     torch.save({"classifier.0.weight": torch.zeros(8, 16, 3, 3)}, tmp_path / "fcn.pth")
     with pytest.raises(ValueError, match="the file has an FCN head, teacher.network a deeplabv3 head; set "
                                          "teacher.network.head to fcn"):
-        convert_teacher(tmp_path / "fcn.pth", "torchvision", network_config, info, DATA_STATS)
+        convert_teacher(tmp_path / "fcn.pth", "torchvision", network_config, VOC_INFO, DATA_STATS)
     # Students record their teacher's fingerprint: another file is another teacher
     with torch.no_grad():
         reference.classifier[4].bias.add_(1.0)
     torch.save(reference.state_dict(), tmp_path / "other.pth")
-    other = convert_teacher(tmp_path / "other.pth", "torchvision", network_config, info, DATA_STATS)
+    other = convert_teacher(tmp_path / "other.pth", "torchvision", network_config, VOC_INFO, DATA_STATS)
     assert payload["fingerprint"] and other["fingerprint"] != payload["fingerprint"]
-    again = convert_teacher(tmp_path / "deeplabv3_resnet50_coco.pth", "torchvision", network_config, info, DATA_STATS)
-    assert again["fingerprint"] == payload["fingerprint"]
+    assert convert_teacher(file, "torchvision", network_config, VOC_INFO, DATA_STATS)["fingerprint"] == payload["fingerprint"]
 
 
 def test_a_torchvision_fcn_converts_and_predicts_what_torchvision_predicts(tmp_path):
-    torch.manual_seed(1)
-    reference = fcn_resnet50(weights=None, weights_backbone=None, num_classes=21, aux_loss=True).eval()
-    with torch.no_grad():
-        _randomise_batchnorm(reference)
-    torch.save(reference.state_dict(), tmp_path / "fcn_resnet50_coco.pth")
-    info = {"classes": list(VOC_CLASSES), "num_classes": 21}
     config = {"head": "fcn", "backbone": "resnet50", "output_stride": 8, "head_channels": 512}
-    network = network_from_payload(convert_teacher(tmp_path / "fcn_resnet50_coco.pth", "torchvision", config, info,
-                                                   DATA_STATS)).eval()
-    rgb = torch.rand(1, 3, 40, 48)
-    ours = (rgb - torch.tensor(DATA_STATS["mean"]).view(3, 1, 1)) / torch.tensor(DATA_STATS["std"]).view(3, 1, 1)
-    theirs = (rgb - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    with torch.no_grad():
-        torch.testing.assert_close(network(ours).logits, reference(theirs)["out"], atol=2e-4, rtol=1e-4)
+    reference, payload = _torchvision_teacher(fcn_resnet50, config, tmp_path / "fcn_resnet50_coco.pth", seed=1)
+    _assert_predicts_like(network_from_payload(payload), reference, (40, 48))
 
 
 def _cirkd_deeplabv3_resnet18(num_classes):
