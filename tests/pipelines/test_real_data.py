@@ -87,13 +87,11 @@ def save_deep_stem_imagenet_file(depth: int, path) -> None:
     """A deep-stem ResNet state dict in the KD codebases' file layout (flat conv1/bn1/.../bn3 stem names, fc)."""
     import torch
 
-    from sstkd.models.backbones import DEEP_STEM_KEYS, RESNET_DEPTHS, deep_stem_resnet
+    from sstkd.models.backbones import DEEP_STEM_KEYS, RESNET_DEPTHS, deep_stem_resnet, rename_by_prefix
 
-    ours_to_flat = {own: flat for flat, own in DEEP_STEM_KEYS.items()}
-    state = {}
-    for key, value in deep_stem_resnet(*RESNET_DEPTHS[depth]).state_dict().items():
-        prefix = next((p for p in ours_to_flat if key.startswith(p)), None)
-        state[ours_to_flat[prefix] + key[len(prefix):] if prefix else key] = value
+    state = deep_stem_resnet(*RESNET_DEPTHS[depth]).state_dict()
+    flat, others = rename_by_prefix(state, [(own, flat) for flat, own in DEEP_STEM_KEYS.items()])
+    state = flat | {key: state[key] for key in others}
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, path)
 

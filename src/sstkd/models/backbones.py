@@ -110,15 +110,24 @@ DEEP_STEM_KEYS = {"conv1.": "conv1.0.", "bn1.": "conv1.1.", "conv2.": "conv1.3."
                   "conv3.": "conv1.6.", "bn3.": "bn1."}
 
 
+def rename_by_prefix(state: dict, rules) -> tuple[dict, list[str]]:
+    """Each key renamed by the first ``(old, new)`` prefix rule it starts with; the keys no rule covers, apart."""
+    renamed, unmatched = {}, []
+    for key, value in state.items():
+        rule = next(((old, new) for old, new in rules if key.startswith(old)), None)
+        if rule is None:
+            unmatched.append(key)
+        else:
+            renamed[rule[1] + key[len(rule[0]):]] = value
+    return renamed, unmatched
+
+
 def deep_stem_names(state: dict) -> dict:
     """A deep-stem state dict with the KD codebases' flat stem names renamed to this project's (others as is)."""
     if "conv3.weight" not in state:
         return state
-    renamed = {}
-    for key, value in state.items():
-        prefix = next((p for p in DEEP_STEM_KEYS if key.startswith(p)), None)
-        renamed[DEEP_STEM_KEYS[prefix] + key[len(prefix):] if prefix else key] = value
-    return renamed
+    renamed, others = rename_by_prefix(state, DEEP_STEM_KEYS.items())
+    return renamed | {key: state[key] for key in others}
 
 
 def load_backbone_weights(model: nn.Module, path: str | Path, ignore_prefixes: tuple[str, ...]) -> None:

@@ -25,28 +25,17 @@ from pathlib import Path
 
 import torch
 
-from sstkd.models.backbones import DEEP_STEM_KEYS
+from sstkd.data.sources import VOC_CLASSES
+from sstkd.models.backbones import DEEP_STEM_KEYS, rename_by_prefix
 
 FORMATS = ("sstkd", "torchvision", "cirkd")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CAFFE_BGR_MEAN = (104.00698793, 116.66876762, 122.67891434)
-TORCHVISION_VOC_CLASSES = [
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-]  # torchvision's _VOC_CATEGORIES with its "__background__" named as this project's VOC layout names it
 
 
 def _renamed(state: dict, rules: list[tuple[str, str]], ignore: tuple[str, ...], source: str) -> dict:
     """Every key renamed by the first rule whose prefix it starts with; a key no rule covers is an error."""
-    out, unknown = {}, []
-    for key, value in state.items():
-        if key.startswith(ignore):
-            continue
-        rule = next(((old, new) for old, new in rules if key.startswith(old)), None)
-        if rule is None:
-            unknown.append(key)
-            continue
-        out[rule[1] + key[len(rule[0]):]] = value
+    out, unknown = rename_by_prefix({k: v for k, v in state.items() if not k.startswith(ignore)}, rules)
     if unknown:
         raise ValueError(f"{source}: keys this converter does not know: {', '.join(unknown[:6])}"
                          f"{' ...' if len(unknown) > 6 else ''}")
@@ -137,7 +126,8 @@ def convert_teacher(path: str | Path, source_format: str, network: dict, dataset
     num_classes = int(classifier.shape[0]) if classifier is not None else 0
     classes = list(dataset_info["classes"])
     if source_format == "torchvision":
-        names = TORCHVISION_VOC_CLASSES if num_classes == len(TORCHVISION_VOC_CLASSES) else None
+        # torchvision's _VOC_CATEGORIES, in the VOC layout's order and names ("background" for "__background__")
+        names = VOC_CLASSES if num_classes == len(VOC_CLASSES) else None
     else:
         names = classes if num_classes == len(classes) else None  # CIRKD files carry no names
     expected = dict(network) | {"backbone_weights": None, "input_adapter": True, "dilation_scheme": "torchvision",
