@@ -1,0 +1,149 @@
+"""What the full protocol costs on this machine, measured on its own training loop, against a time budget.
+
+    python benchmarks/protocol_cost.py                                  # conf/protocol at this machine's threads
+    OMP_NUM_THREADS=1 python benchmarks/protocol_cost.py --cores 2     # one thread: the tables' thread count
+    python benchmarks/protocol_cost.py --family dead_leaves --budget 30
+
+For the teacher and every row of ``distillation.run`` it runs ``train_segmenter`` (the loop every training node
+runs) for one epoch of ``--steps`` and of ``3 × --steps`` steps on images of the env's built-in dataset: the
+difference is the cost of the extra steps, the rest the epoch's fixed part (validation over the val split's size).
+The frozen teacher's forward pass is timed apart, so the table also says what caching the teacher's outputs across
+methods could save at most. It projects the study (teacher once, every row once per seed, the env's epochs and
+split sizes) three ways: one process at this thread count (what ``kedro run --env protocol`` does); the same with the
+teacher's outputs free; and that spread over ``--cores`` single-thread workers (meaningful when measured with one
+thread). Evaluation (test predictions, texture-transfer measures, report: a few minutes) is not included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+from kedro.config import OmegaConfigLoader
+
+from sstkd.config import student_settings, teacher_settings
+from sstkd.data.synthetic import MosaicSpec, render_mosaic
+from sstkd.distill.losses import build_criterion
+from sstkd.models.segmenter import build_network
+from sstkd.training.loop import train_segmenter
+from sstkd.training.recipe import split_dataset, transform_config
+
+
+def render(spec: MosaicSpec, count: int, offset: int) -> dict:
+    samples = [render_mosaic(spec, offset + index) for index in range(count)]
+    return {"images": np.stack([s[0] for s in samples]), "masks": np.stack([s[1] for s in samples])}
+
+
+def epoch_seconds(network_config, losses: dict, config, cache: dict, statistics_: dict, num_classes: int,
+                  teacher_config, steps: int) -> float:
+    """Wall time of one epoch of ``steps`` steps plus its validation, through ``train_segmenter``."""
+    config = config.model_copy(update={"epochs": 1, "max_steps_per_epoch": steps, "progress": False,
+                                       "checkpoint_root": None})
+    transforms = transform_config(config, statistics_)
+    train_set = split_dataset(cache, "train", transforms, train=True, seed=config.seed)
+    val_set = split_dataset(cache, "val", transforms, train=False, seed=config.seed)
+    torch.manual_seed(0)
+    student = build_network(network_config, num_classes)
+    teacher = build_network(teacher_config, num_classes) if teacher_config is not None else None
+    criterion = build_criterion(losses, num_classes, student.low_level_channels,
+                                teacher.low_level_channels if teacher is not None else None,
+                                student_head_channels=student.head_channels,
+                                teacher_head_channels=teacher.head_channels if teacher is not None else None)
+    if not criterion.needs_teacher:
+        teacher = None
+    started = time.perf_counter()
+    train_segmenter(student, criterion, train_set, val_set, num_classes, config, teacher=teacher)
+    return time.perf_counter() - started
+
+
+def teacher_forward_seconds(teacher_config, config, num_classes: int, repeats: int = 5) -> float:
+    teacher = build_network(teacher_config, num_classes).eval()
+    images = torch.randn(config.batch_size, 3, *config.crop_size)
+    times = []
+    with torch.no_grad():
+        for index in range(repeats + 1):
+            started = time.perf_counter()
+            teacher(images)
+            if index:
+                times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", default="protocol")
+    parser.add_argument("--family", default=None, help="the built-in dataset (default: the env's synthetic.family)")
+    parser.add_argument("--steps", type=int, default=3, help="short epoch; the long one has 3x as many steps")
+    parser.add_argument("--cores", type=int, default=2, help="single-thread workers of the last projection")
+    parser.add_argument("--budget", type=float, default=30.0, help="minutes")
+    args = parser.parse_args()
+
+    parameters = OmegaConfigLoader("conf", base_env="base", default_run_env=args.env,
+                                   merge_strategy={"parameters": "soft"})["parameters"]
+    synthetic = parameters["synthetic"]
+    spec = MosaicSpec(seed=synthetic.get("seed", 0), image_size=synthetic["image_size"],
+                      splits=dict(synthetic["splits"]), family=args.family or synthetic.get("family", "mosaics"))
+    num_classes = len(spec.classes)
+    teacher_params, teacher_training = teacher_settings(parameters["training"], parameters["teacher"])
+    rows = list(parameters["distillation"]["run"])
+    seeds = list(parameters["study"]["seeds"])
+    students = {name: student_settings(parameters["training"], parameters["distillation"]["student"],
+                                       parameters["distillation"]["methods"][name], name, seeds[0]) for name in rows}
+    batch = max([teacher_training.batch_size] + [config.batch_size for _, _, config in students.values()])
+    long_steps = 3 * args.steps
+    cache = {"train": render(spec, batch * long_steps, 0), "val": render(spec, spec.splits["val"], 100_000)}
+    pixels = cache["train"]["images"].reshape(-1, 3) / 255.0
+    statistics_ = {"mean": pixels.mean(0).tolist(), "std": pixels.std(0).tolist()}
+    teacher_network = teacher_params.network.model_dump() | {"backbone_weights": None}
+    print(f"env {args.env}, {spec.family}, {torch.get_num_threads()} thread(s); rows {len(rows)}, seeds {len(seeds)}; "
+          f"train {spec.splits['train']} / val {spec.splits['val']} images")
+
+    def cost(network, losses, config, with_teacher) -> tuple[float, float, float]:
+        """(seconds per step, fixed seconds per epoch, seconds for the whole training)."""
+        short, long = (epoch_seconds(network, losses, config, cache, statistics_, num_classes,
+                                     teacher_network if with_teacher else None, steps)
+                       for steps in (args.steps, long_steps))
+        step = (long - short) / (long_steps - args.steps)
+        fixed = max(short - args.steps * step, 0.0)
+        steps_per_epoch = spec.splits["train"] // config.batch_size
+        if config.max_steps_per_epoch:
+            steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
+        return step, fixed, config.epochs * (steps_per_epoch * step + fixed)
+
+    cost(teacher_network, {"cross_entropy": {}}, teacher_training, False)  # warm-up, discarded
+    teacher_step, teacher_fixed, teacher_total = cost(teacher_network, dict(teacher_params.losses),
+                                                      teacher_training, False)
+    print(f"{'':26s} {'step ms':>8s} {'teacher fwd ms':>15s} {'epoch fixed s':>14s} {'per student s':>14s}")
+    print(f"{'teacher':26s} {1000 * teacher_step:8.0f} {'':>15s} {teacher_fixed:14.1f} {teacher_total:14.1f}"
+          f"   ({teacher_training.epochs} epochs, crop {teacher_training.crop_size[0]})")
+    total, total_without_teacher = 0.0, 0.0
+    for name, (student_params, method_params, config) in students.items():
+        losses = {term: dict(options or {}) for term, options in method_params.losses.items()}
+        with_teacher = any(term != "cross_entropy" for term in losses)
+        step, fixed, seconds = cost(student_params.network.model_dump() | {"backbone_weights": None}, losses,
+                                    config, with_teacher)
+        forward = teacher_forward_seconds(teacher_network, config, num_classes) if with_teacher else 0.0
+        steps = config.epochs * (spec.splits["train"] // config.batch_size)
+        total += len(seeds) * seconds
+        total_without_teacher += len(seeds) * (seconds - steps * forward)
+        print(f"{name:26s} {1000 * step:8.0f} {1000 * forward:15.0f} {fixed:14.1f} {seconds:14.1f}")
+
+    def minutes(seconds: float) -> str:
+        verdict = "within" if seconds / 60 <= args.budget else "over"
+        return f"{seconds / 60:6.1f} min = {seconds:7.1f} s ({verdict} the {args.budget:g}-minute budget)"
+
+    print(f"students: {len(rows)} rows x {len(seeds)} seeds; evaluation and report not included")
+    projections = {
+        f"one process, {torch.get_num_threads()} thread(s)": teacher_total + total,
+        "the same, teacher outputs free": teacher_total + total_without_teacher,
+        f"teacher outputs free, {args.cores} one-thread workers": teacher_total + total_without_teacher / args.cores,
+    }
+    for label, seconds in projections.items():
+        print(f"{label + ':':45s} {minutes(seconds)}")
+
+
+if __name__ == "__main__":
+    main()
