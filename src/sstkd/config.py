@@ -124,6 +124,15 @@ class StudyParams(_Strict):
     def _seeds(cls, value):
         return parse_seeds(value)
 
+    @field_validator("references", mode="before")
+    @classmethod
+    def _references(cls, value):
+        names = parse_method_list(value)  # `+` joins names on the command line, as in distillation.run
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"names {repeated} more than once; each reference is compared with once")
+        return names
+
     @field_validator("published")
     @classmethod
     def _published(cls, value):
@@ -314,6 +323,9 @@ def check_parameters(params: Mapping[str, Any]) -> None:
         # Every method defined, not only those in `distillation.run`: a broken entry is found before it is chosen;
         # those that will train are built with the real stage-1 widths, the others with equal placeholder ones.
         running = set(parse_method_list(distillation.get("run")))
+        if "run" in distillation and not running:
+            problems.append("distillation.run: empty; name the methods to train, e.g. [baseline, pixel_kd, sstkd] "
+                            "(leave the key out for those defaults)")
         for name, method in mapping(distillation.get("methods"), "distillation.methods").items():
             where = f"distillation.methods.{name}"
             method_params = check(validate, MethodParams, method, where)

@@ -42,6 +42,8 @@ def methods_to_run(parameters: dict) -> list[str]:
     """
     distill = parameters.get("distillation") or {}
     methods = parse_method_list(distill.get("run", DEFAULT_METHODS))
+    if not methods:  # never "nothing given, so the defaults": an empty list would train three unasked methods
+        raise ValueError("distillation.run is empty: name the methods to train, e.g. [baseline, pixel_kd, sstkd]")
     known = distill.get("methods") or {}
     for name in methods:
         check_method_name(name, "distillation.run")

@@ -2,8 +2,9 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
 
-from sstkd.evaluation.statistics import gap_recovered, mean_interval, paired_comparison
+from sstkd.evaluation.statistics import gap_recovered, mean_interval, paired_comparison, ratio_interval
 
 
 def test_mean_interval_matches_a_direct_student_t_computation():
@@ -47,3 +48,56 @@ def test_only_shared_seeds_are_paired_and_gap_recovered():
     assert gap_recovered(70.0, 68.0, 76.0) == pytest.approx(0.25)
     assert math.isnan(gap_recovered(70.0, 68.0, 68.0))
     assert math.isnan(gap_recovered(70.0, 68.0, 66.0))  # a teacher below the baseline: no share, not −100%
+
+
+def _paired_t(numerators, denominators, ratio):
+    """|t| of the paired test that mean(numerator − ratio · denominator) is zero."""
+    residuals = np.asarray(numerators) - ratio * np.asarray(denominators)
+    return abs(residuals.mean()) / (residuals.std(ddof=1) / math.sqrt(len(residuals)))
+
+
+def test_ratio_interval_is_the_set_of_ratios_a_paired_t_test_does_not_reject():
+    differences = [1.2, 0.4, 1.9, 0.8, 1.1]  # method − baseline per seed
+    gaps = [9.0, 7.5, 10.2, 8.1, 8.8]        # teacher − baseline per seed
+    low, high = ratio_interval(differences, gaps)
+    t_975_df4 = stats.t.ppf(0.975, 4)
+    # Each bound is where the test statistic reaches the quantile; the point estimate lies strictly inside.
+    assert _paired_t(differences, gaps, low) == pytest.approx(t_975_df4, rel=1e-6)
+    assert _paired_t(differences, gaps, high) == pytest.approx(t_975_df4, rel=1e-6)
+    assert low < np.mean(differences) / np.mean(gaps) < high
+    assert _paired_t(differences, gaps, low - 0.01) > t_975_df4 > _paired_t(differences, gaps, low + 0.01)
+
+
+def test_ratio_interval_reduces_to_the_scaled_paired_interval_when_the_gap_does_not_vary():
+    differences = [1.2, 0.4, 1.9, 0.8, 1.1]
+    low, high = ratio_interval(differences, [8.0] * 5)
+    paired = mean_interval(differences)
+    assert (low, high) == pytest.approx((paired.low / 8.0, paired.high / 8.0))
+
+
+def test_ratio_interval_is_unbounded_when_the_gap_is_within_the_baseline_spread():
+    # Baseline 58 / 61 / 62 against a teacher of 61: the gap's own interval contains zero, so the share of it
+    # a method recovers can be anything (the old "paired interval over the mean gap" printed +39% to +301%).
+    baseline, teacher, method = [58.0, 61.0, 62.0], 61.0, [59.5, 61.8, 63.1]
+    low, high = ratio_interval([m - b for m, b in zip(method, baseline)], [teacher - b for b in baseline])
+    assert math.isnan(low) and math.isnan(high)
+    assert all(math.isnan(bound) for bound in ratio_interval([1.0], [2.0]))
+    with pytest.raises(ValueError, match="per seed"):
+        ratio_interval([1.0, 2.0], [1.0])
+
+
+def test_ratio_interval_covers_the_true_ratio_at_its_confidence_when_the_baseline_is_noisy():
+    # The regime where dividing by the estimated gap misleads: the baseline's seed spread is a large part of the
+    # gap. Fieller's interval keeps its 95% coverage; the scaled paired interval does not.
+    rng = np.random.default_rng(0)
+    true_ratio, teacher, trials, covered, naive_covered = 0.3, 70.0, 2000, 0, 0
+    for _ in range(trials):
+        baseline = 66.0 + rng.normal(0, 2.0, 5)
+        method = baseline + true_ratio * (teacher - 66.0) + rng.normal(0, 0.5, 5) + 0.3 * (baseline - 66.0)
+        differences, gaps = method - baseline, teacher - baseline
+        low, high = ratio_interval(list(differences), list(gaps))
+        covered += low <= true_ratio <= high if not math.isnan(low) else 1  # unbounded covers everything
+        paired = mean_interval(list(differences))
+        naive_covered += paired.low / gaps.mean() <= true_ratio <= paired.high / gaps.mean()
+    assert 0.93 <= covered / trials <= 0.975
+    assert naive_covered / trials < 0.90

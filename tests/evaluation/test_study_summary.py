@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from sstkd.evaluation.statistics import ratio_interval
 from sstkd.evaluation.study_summary import study_lines, study_markdown, summarize_study, summary_metrics
 from sstkd.study import check_method_name, model_name, parse_seeds, split_model_name
 
@@ -52,6 +53,13 @@ def test_three_seeds_give_intervals_paired_verdicts_and_the_gap_recovered():
     assert metrics["sstkd"]["delta_miou_vs_pixel_kd"] == pytest.approx(
         (sstkd - pd.Series(values["pixel_kd"])).mean(), abs=1e-4)
     assert metrics["teacher"]["miou_ci_low"] is None and metrics["sstkd"]["seeds"] == 3
+    assert metrics["sstkd"]["delta_miou_vs_baseline_verdict"] == 1  # better, in metrics.json's numbers
+    assert metrics["pixel_kd"]["delta_miou_vs_baseline_verdict"] == 0
+    baseline = pd.Series(values["baseline"])
+    low, high = ratio_interval(list(sstkd - baseline), list(80.0 - baseline))  # Fieller's, on the same seeds
+    assert (methods.loc["sstkd", "gap_recovered_ci_low"], methods.loc["sstkd", "gap_recovered_ci_high"]) == \
+        pytest.approx((low, high), abs=1e-4)  # the summary keeps four decimals
+    assert metrics["sstkd"]["gap_recovered_ci_low"] == pytest.approx(low, abs=1e-4)
     assert "| sstkd | baseline | +3.03 [" in study_markdown(summary)
     assert any(line.startswith("sstkd: mIoU 64.03 ± ") and "vs baseline +3.03" in line and "better" in line
                for line in study_lines(summary))
@@ -64,6 +72,19 @@ def test_one_seed_reports_points_and_says_no_interval_or_verdict_can_be_given():
     markdown = study_markdown(summary)
     assert "One seed: no interval and no verdict can be given" in markdown and "| sstkd | 1 | 61.00 |" in markdown
     assert summary_metrics(summary)["sstkd"]["delta_miou_vs_baseline_ci_low"] is None
+    assert summary_metrics(summary)["sstkd"]["delta_miou_vs_baseline_verdict"] is None  # no verdict from one seed
+
+
+def test_a_teacher_inside_the_baselines_seed_spread_gives_a_share_without_bounds():
+    # Teacher 63 against a baseline of 58 / 61 / 62: the gap (1.67 on average) is not clear of the baseline's own
+    # spread, so any share of it is possible; the report must not print a confident interval.
+    summary = summarize_study(_per_model({"baseline": {0: 58.0, 1: 61.0, 2: 62.0},
+                                          "sstkd": {0: 59.5, 1: 61.8, 2: 63.1}}, teacher=63.0))
+    sstkd = summary.methods.set_index("method").loc["sstkd"]
+    assert sstkd["gap_recovered"] == pytest.approx((61.4667 - 60.3333) / (63.0 - 60.3333), abs=1e-3)
+    assert math.isnan(sstkd["gap_recovered_ci_low"]) and math.isnan(sstkd["gap_recovered_ci_high"])
+    assert "| +42.50% [unbounded] |" in study_markdown(summary)
+    assert summary_metrics(summary)["sstkd"]["gap_recovered_ci_high"] is None
 
 
 def test_methods_compare_only_on_the_seeds_they_share():

@@ -14,6 +14,7 @@ from sstkd.config import (
     ParameterError,
     PreprocessingParams,
     StudentParams,
+    StudyParams,
     TeacherParams,
     TrainingConfig,
     check_parameter_groups,
@@ -25,7 +26,7 @@ from sstkd.data.cache import build_cache
 from sstkd.data.manifest import build_manifest
 from sstkd.distill.losses import build_criterion
 from sstkd.models.segmenter import build_network
-from sstkd.pipeline_registry import configured_methods
+from sstkd.pipeline_registry import configured_methods, methods_to_run
 from sstkd.settings import CONFIG_LOADER_ARGS
 from sstkd.training.recipe import split_dataset, transform_config
 
@@ -105,6 +106,21 @@ def test_the_start_of_run_check_names_every_bad_key_once():
     assert "distillation.methods.pixel_kd.losses.pixel_kd.weight must be a number, got 'heavy'" in problems
     assert any(p.startswith("teacher.losses.cross_entropy.aux_weigth: unknown option") for p in problems)
     assert any(p.startswith("study.seeds") and "twice" in p for p in problems), problems
+
+
+def test_an_empty_run_list_and_repeated_references_fail_at_the_start_not_after_training():
+    parameters = OmegaConfigLoader(str(ROOT / "conf"), env="tiny", **CONFIG_LOADER_ARGS)["parameters"]
+    parameters["distillation"]["run"] = []  # it used to train the three default methods instead
+    parameters["study"]["references"] = ["baseline", "baseline"]  # it used to fail in the report, after training
+    with pytest.raises(ParameterError) as error:
+        check_parameters(parameters)
+    problems = error.value.problems
+    assert any(p.startswith("distillation.run: empty") for p in problems), problems
+    assert any(p.startswith("study.references") and "['baseline'] more than once" in p for p in problems), problems
+    with pytest.raises(ValueError, match="distillation.run is empty"):
+        methods_to_run(parameters)
+    parameters["study"]["references"] = ["baseline+cwd"]  # what --params "study.references=[baseline+cwd]" gives
+    assert validate(StudyParams, parameters["study"], "study").references == ["baseline", "cwd"]
 
 
 def test_an_unknown_parameter_group_names_the_key_and_the_closest_group():

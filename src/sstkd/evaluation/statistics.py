@@ -3,7 +3,8 @@
 Seeds pair the runs: the same seed gives every method the same data order, augmentation and initialisation, so
 the difference of two methods *within* a seed removes most of the seed-to-seed spread. The interval of a mean
 is Student's t over seeds (no normal approximation: studies have 3 to 10 seeds), the paired comparison is a
-paired t interval on the per-seed differences. One seed gives a point and no interval, and says so.
+paired t interval on the per-seed differences. One seed gives a point and no interval, and says so. The share
+of the teacher–baseline gap a method recovers is a ratio of two paired means; its interval is Fieller's.
 """
 
 from __future__ import annotations
@@ -88,3 +89,32 @@ def gap_recovered(method: float, baseline: float, teacher: float) -> float:
     when the teacher is not at least ``MIN_GAP`` above the baseline (the ratio would flip sign or explode)."""
     gap = teacher - baseline
     return math.nan if gap < MIN_GAP else (method - baseline) / gap
+
+
+def ratio_interval(numerators: list[float], denominators: list[float],
+                   confidence: float = 0.95) -> tuple[float, float]:
+    """Fieller's interval for ``mean(numerators) / mean(denominators)``, the two measured on the same seeds.
+
+    The set of ratios ``r`` that a paired t test of ``numerator − r · denominator`` (mean zero) does not reject:
+    it carries the uncertainty of the denominator and its covariance with the numerator, which dividing the
+    numerator's interval by the denominator's mean ignores. NaN bounds when the denominator's mean is itself
+    not clear of zero at this confidence (the set is then unbounded) or with fewer than two seeds.
+    """
+    n = len(numerators)
+    if n != len(denominators):
+        raise ValueError(f"{n} numerators but {len(denominators)} denominators: a paired ratio needs both per seed")
+    if n < 2:
+        return math.nan, math.nan
+    mean_x, mean_y = sum(numerators) / n, sum(denominators) / n
+    var_x = sum((x - mean_x) ** 2 for x in numerators) / (n - 1) / n  # variances of the means
+    var_y = sum((y - mean_y) ** 2 for y in denominators) / (n - 1) / n
+    cov_xy = sum((x - mean_x) * (y - mean_y) for x, y in zip(numerators, denominators)) / (n - 1) / n
+    t2 = _stats.t.ppf(0.5 + confidence / 2, n - 1) ** 2
+    # (mean_x − r mean_y)² ≤ t² (var_x − 2 r cov_xy + r² var_y), i.e. a r² + b r + c ≤ 0:
+    a = mean_y**2 - t2 * var_y
+    b = -2 * (mean_x * mean_y - t2 * cov_xy)
+    c = mean_x**2 - t2 * var_x
+    if a <= 0:
+        return math.nan, math.nan
+    root = math.sqrt(max(b * b - 4 * a * c, 0.0))
+    return (-b - root) / (2 * a), (-b + root) / (2 * a)

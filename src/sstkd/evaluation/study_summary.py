@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from sstkd.evaluation.statistics import gap_recovered, mean_interval, paired_comparison
+from sstkd.evaluation.statistics import gap_recovered, mean_interval, paired_comparison, ratio_interval
 
 SUMMARY_METRICS = ("miou", "boundary_fscore")
 TEST_NAME = "paired t over seeds"
@@ -91,34 +91,38 @@ def _earlier(method: str, reference: str, references) -> bool:
 
 def _gap_recovered(method: str, baseline: str, by_seed: dict[str, dict[int, float]], teacher: float,
                    confidence: float) -> dict[str, float]:
-    """``(method − baseline) / (teacher − baseline)`` from the paired difference over the shared seeds. Its
-    interval is the paired interval divided by the same gap: approximate, since the baseline's mean in the gap is
-    itself estimated (the teacher is one fixed model). NaN when the teacher is not above the baseline."""
+    """``(method − baseline) / (teacher − baseline)`` over the seeds both share: the mean paired difference over
+    the mean gap. Its interval is Fieller's for that ratio (the baseline's mean in the gap is estimated from the
+    same seeds; the teacher is one fixed model): NaN bounds when the teacher's lead over the baseline is not
+    clear of the baseline's own seed spread. NaN when the teacher is not above the baseline."""
     nothing = {"gap_recovered": math.nan, "gap_recovered_ci_low": math.nan, "gap_recovered_ci_high": math.nan}
     if baseline not in by_seed or math.isnan(teacher):
         return nothing
-    shared = [s for s in by_seed[method] if s in by_seed[baseline]]
+    shared = sorted(s for s in by_seed[method] if s in by_seed[baseline])
     if not shared:
         return nothing
     baseline_mean = sum(by_seed[baseline][s] for s in shared) / len(shared)
     if method == baseline:
         return nothing | {"gap_recovered": gap_recovered(baseline_mean, baseline_mean, teacher)}
-    difference = paired_comparison(method, baseline, by_seed, confidence).difference
-    point = gap_recovered(baseline_mean + difference.mean, baseline_mean, teacher)
+    differences = [by_seed[method][s] - by_seed[baseline][s] for s in shared]
+    point = gap_recovered(baseline_mean + sum(differences) / len(shared), baseline_mean, teacher)
     if math.isnan(point):
         return nothing
-    gap = teacher - baseline_mean
-    return {"gap_recovered": point, "gap_recovered_ci_low": difference.low / gap,
-            "gap_recovered_ci_high": difference.high / gap}
+    low, high = ratio_interval(differences, [teacher - by_seed[baseline][s] for s in shared], confidence)
+    return {"gap_recovered": point, "gap_recovered_ci_low": low, "gap_recovered_ci_high": high}
 
 
 def _number(value: float) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
 
+# metrics.json holds numbers only: the verdict as +1 / 0 / −1 (null: one seed or a non-finite difference).
+VERDICT_CODES = {"better": 1, "no detectable difference": 0, "worse": -1}
+
+
 def summary_metrics(summary: StudySummary, transfer_by_method: pd.DataFrame | None = None) -> dict[str, dict]:
     """The headline numbers per method, for ``metrics.json`` (DVC) and MLflow: numbers only (``null`` where a
-    single seed gives no interval)."""
+    single seed gives no interval); shares (``gap_recovered``) as fractions, the report shows them in percent."""
     metrics: dict[str, dict] = {}
     for _, row in summary.methods.iterrows():
         entry = {"seeds": int(row["seeds"])}
@@ -132,7 +136,8 @@ def summary_metrics(summary: StudySummary, transfer_by_method: pd.DataFrame | No
     for _, row in summary.comparisons.iterrows():
         key = f"delta_{row['metric']}_vs_{row['reference']}"
         metrics[row["method"]] |= {key: _number(row["difference_mean"]), f"{key}_ci_low": _number(row["ci_low"]),
-                                   f"{key}_ci_high": _number(row["ci_high"])}
+                                   f"{key}_ci_high": _number(row["ci_high"]),
+                                   f"{key}_verdict": VERDICT_CODES.get(row["verdict"])}
     if transfer_by_method is not None:
         for _, row in transfer_by_method.iterrows():
             metrics.setdefault(row["method"], {}).update(
@@ -167,13 +172,15 @@ def study_markdown(summary: StudySummary) -> str:
                   "data; run several seeds (`study.seeds`) before comparing them.", ""]
     lines += [f"Test metrics in percent: mean ± sample std over seeds [{percent} Student-t interval of the mean]. "
               "The teacher is trained once per study (one value). Gap recovered = (method − baseline) / "
-              "(teacher − baseline) mIoU, from the paired difference, in percent of the gap (its interval is the "
-              "paired interval over the same gap: approximate; empty when the teacher is not above the "
-              "baseline).", "",
+              "(teacher − baseline) mIoU, from the paired difference, in percent of the gap (its interval is "
+              "Fieller's for a ratio of means over the same seeds; *unbounded* when the teacher's lead is not clear "
+              "of the baseline's seed spread; empty when the teacher is not above the baseline).", "",
               "| method | seeds | mIoU | boundary F | gap recovered |", "|---|---|---|---|---|"]
     for _, row in summary.methods.iterrows():
         gap = "" if row["role"] == "teacher" or row["method"] == summary.baseline else _signed_interval(
             row["gap_recovered"], row["gap_recovered_ci_low"], row["gap_recovered_ci_high"], 100, "%")
+        if gap and row["seeds"] > 1 and math.isnan(row["gap_recovered_ci_low"]):
+            gap += " [unbounded]"
         lines.append(f"| {row['method']} | {row['seeds']} | {_interval_cell(row, 'miou')} | "
                      f"{_interval_cell(row, 'boundary_fscore')} | {gap} |")
     if not summary.comparisons.empty:
