@@ -17,6 +17,7 @@ thread). Evaluation (test predictions, texture-transfer measures, report: a few 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -61,7 +62,7 @@ def epoch_seconds(network_config, losses: dict, config, cache: dict, statistics_
 
 def teacher_forward_seconds(teacher_config, config, num_classes: int, repeats: int = 5) -> float:
     teacher = build_network(teacher_config, num_classes).eval()
-    images = torch.randn(config.batch_size, 3, *config.crop_size)
+    images = torch.randn(max(1, config.batch_size // config.accumulate_steps), 3, *config.crop_size)  # a micro-batch
     times = []
     with torch.no_grad():
         for index in range(repeats + 1):
@@ -79,16 +80,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="short epoch; the long one has 3x as many steps")
     parser.add_argument("--cores", type=int, default=2, help="single-thread workers of the last projection")
     parser.add_argument("--budget", type=float, default=30.0, help="minutes")
+    parser.add_argument("--rows", nargs="+", default=None, help="project these rows only (default: distillation.run)")
     args = parser.parse_args()
+    if "OMP_NUM_THREADS" not in os.environ:  # the thread count `kedro run` uses (sstkd.hooks)
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
 
     parameters = OmegaConfigLoader("conf", base_env="base", default_run_env=args.env,
                                    merge_strategy={"parameters": "soft"})["parameters"]
     synthetic = parameters["synthetic"]
-    spec = MosaicSpec(seed=synthetic.get("seed", 0), image_size=synthetic["image_size"],
-                      splits=dict(synthetic["splits"]), family=args.family or synthetic.get("family", "mosaics"))
+    spec = MosaicSpec(**{key: value for key, value in synthetic.items() if key in MosaicSpec.__dataclass_fields__}
+                      | {"splits": dict(synthetic["splits"]),
+                         "family": args.family or synthetic.get("family", "mosaics")})
     num_classes = len(spec.classes)
     teacher_params, teacher_training = teacher_settings(parameters["training"], parameters["teacher"])
-    rows = list(parameters["distillation"]["run"])
+    rows = args.rows or list(parameters["distillation"]["run"])
     seeds = list(parameters["study"]["seeds"])
     students = {name: student_settings(parameters["training"], parameters["distillation"]["student"],
                                        parameters["distillation"]["methods"][name], name, seeds[0]) for name in rows}
@@ -101,17 +106,19 @@ def main() -> None:
     print(f"env {args.env}, {spec.family}, {torch.get_num_threads()} thread(s); rows {len(rows)}, seeds {len(seeds)}; "
           f"train {spec.splits['train']} / val {spec.splits['val']} images")
 
+    def steps_per_epoch(config) -> int:
+        micro_batch = max(1, config.batch_size // config.accumulate_steps)  # as the loop's loader
+        steps = spec.splits["train"] // micro_batch // config.accumulate_steps
+        return min(steps, config.max_steps_per_epoch) if config.max_steps_per_epoch else steps
+
     def cost(network, losses, config, with_teacher) -> tuple[float, float, float]:
         """(seconds per step, fixed seconds per epoch, seconds for the whole training)."""
         short, long = (epoch_seconds(network, losses, config, cache, statistics_, num_classes,
                                      teacher_network if with_teacher else None, steps)
                        for steps in (args.steps, long_steps))
-        step = (long - short) / (long_steps - args.steps)
+        step = max((long - short) / (long_steps - args.steps), 0.0)  # a busy machine can invert one pair
         fixed = max(short - args.steps * step, 0.0)
-        steps_per_epoch = spec.splits["train"] // config.batch_size
-        if config.max_steps_per_epoch:
-            steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
-        return step, fixed, config.epochs * (steps_per_epoch * step + fixed)
+        return step, fixed, config.epochs * (steps_per_epoch(config) * step + fixed)
 
     cost(teacher_network, {"cross_entropy": {}}, teacher_training, False)  # warm-up, discarded
     teacher_step, teacher_fixed, teacher_total = cost(teacher_network, dict(teacher_params.losses),
@@ -126,7 +133,7 @@ def main() -> None:
         step, fixed, seconds = cost(student_params.network.model_dump() | {"backbone_weights": None}, losses,
                                     config, with_teacher)
         forward = teacher_forward_seconds(teacher_network, config, num_classes) if with_teacher else 0.0
-        steps = config.epochs * (spec.splits["train"] // config.batch_size)
+        steps = config.epochs * steps_per_epoch(config) * config.accumulate_steps  # teacher forwards
         total += len(seeds) * seconds
         total_without_teacher += len(seeds) * (seconds - steps * forward)
         print(f"{name:26s} {1000 * step:8.0f} {1000 * forward:15.0f} {fixed:14.1f} {seconds:14.1f}")
