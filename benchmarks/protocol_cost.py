@@ -6,12 +6,14 @@
 
 For the teacher and every row of ``distillation.run`` it runs ``train_segmenter`` (the loop every training node
 runs) for one epoch of ``--steps`` and of ``3 × --steps`` steps on images of the env's built-in dataset: the
-difference is the cost of the extra steps, the rest the epoch's fixed part (validation over the val split's size).
+difference is the cost of the extra steps, the rest the epoch's fixed part (validation over the val split's size;
+the per-epoch checkpoint write and MLflow logging of a real run are not timed: a real run takes ~10% longer).
 The frozen teacher's forward pass is timed apart, so the table also says what caching the teacher's outputs across
 methods could save at most. It projects the study (teacher once, every row once per seed, the env's epochs and
 split sizes) three ways: one process at this thread count (what ``kedro run --env protocol`` does); the same with the
 teacher's outputs free; and that spread over ``--cores`` single-thread workers (meaningful when measured with one
-thread). Evaluation (test predictions, texture-transfer measures, report: a few minutes) is not included.
+thread). Evaluation (test predictions, texture-transfer measures, report: a few minutes) is not included. Run it on
+a quiet machine: it differences two short timings, so other load lands in the per-step cost.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from sstkd.config import student_settings, teacher_settings
 from sstkd.data.synthetic import MosaicSpec, render_mosaic
 from sstkd.distill.losses import build_criterion
 from sstkd.models.segmenter import build_network
-from sstkd.training.loop import train_segmenter
+from sstkd.study import parse_method_list, parse_seeds
+from sstkd.training.distributed import local_device
+from sstkd.training.loop import _autocast, _to_device, train_segmenter  # the loop's own device handling
 from sstkd.training.recipe import split_dataset, transform_config
 
 
@@ -61,13 +65,21 @@ def epoch_seconds(network_config, losses: dict, config, cache: dict, statistics_
 
 
 def teacher_forward_seconds(teacher_config, config, num_classes: int, repeats: int = 5) -> float:
-    teacher = build_network(teacher_config, num_classes).eval()
-    images = torch.randn(max(1, config.batch_size // config.accumulate_steps), 3, *config.crop_size)  # a micro-batch
+    """One teacher forward on a micro-batch, on the loop's device, precision and memory format."""
+    device = local_device(config.device)
+    memory_format = torch.channels_last if device.type == "cuda" and config.channels_last else torch.preserve_format
+    teacher = build_network(teacher_config, num_classes).to(device, memory_format=memory_format).eval()
+    micro_batch = max(1, config.batch_size // config.accumulate_steps)
+    images = _to_device(torch.randn(micro_batch, 3, *config.crop_size), device, config)
     times = []
-    with torch.no_grad():
+    with torch.no_grad(), _autocast(device, config):
         for index in range(repeats + 1):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
             started = time.perf_counter()
             teacher(images)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
             if index:
                 times.append(time.perf_counter() - started)
     return statistics.median(times)
@@ -93,8 +105,8 @@ def main() -> None:
                          "family": args.family or synthetic.get("family", "mosaics")})
     num_classes = len(spec.classes)
     teacher_params, teacher_training = teacher_settings(parameters["training"], parameters["teacher"])
-    rows = args.rows or list(parameters["distillation"]["run"])
-    seeds = list(parameters["study"]["seeds"])
+    rows = parse_method_list(args.rows or parameters["distillation"]["run"])
+    seeds = parse_seeds(parameters["study"]["seeds"])
     students = {name: student_settings(parameters["training"], parameters["distillation"]["student"],
                                        parameters["distillation"]["methods"][name], name, seeds[0]) for name in rows}
     batch = max([teacher_training.batch_size] + [config.batch_size for _, _, config in students.values()])
@@ -124,8 +136,9 @@ def main() -> None:
     teacher_step, teacher_fixed, teacher_total = cost(teacher_network, dict(teacher_params.losses),
                                                       teacher_training, False)
     print(f"{'':26s} {'step ms':>8s} {'teacher fwd ms':>15s} {'epoch fixed s':>14s} {'per student s':>14s}")
-    print(f"{'teacher':26s} {1000 * teacher_step:8.0f} {'':>15s} {teacher_fixed:14.1f} {teacher_total:14.1f}"
-          f"   ({teacher_training.epochs} epochs, crop {teacher_training.crop_size[0]})")
+    print(f"{'teacher':26s} {1000 * teacher_step:8.1f} {'':>15s} {teacher_fixed:14.2f} {teacher_total:14.2f}"
+          f"   ({teacher_training.epochs} epochs x {steps_per_epoch(teacher_training)} steps, "
+          f"crop {teacher_training.crop_size[0]})")
     total, total_without_teacher = 0.0, 0.0
     for name, (student_params, method_params, config) in students.items():
         losses = {term: dict(options or {}) for term, options in method_params.losses.items()}
@@ -135,8 +148,9 @@ def main() -> None:
         forward = teacher_forward_seconds(teacher_network, config, num_classes) if with_teacher else 0.0
         steps = config.epochs * steps_per_epoch(config) * config.accumulate_steps  # teacher forwards
         total += len(seeds) * seconds
-        total_without_teacher += len(seeds) * (seconds - steps * forward)
-        print(f"{name:26s} {1000 * step:8.0f} {1000 * forward:15.0f} {fixed:14.1f} {seconds:14.1f}")
+        total_without_teacher += len(seeds) * max(seconds - steps * forward, 0.0)
+        print(f"{name:26s} {1000 * step:8.1f} {1000 * forward:15.1f} {fixed:14.2f} {seconds:14.2f}"
+              f"   ({config.epochs} epochs x {steps_per_epoch(config)} steps)")
 
     def minutes(seconds: float) -> str:
         verdict = "within" if seconds / 60 <= args.budget else "over"

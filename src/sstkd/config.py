@@ -127,6 +127,8 @@ class StudyParams(_Strict):
     @field_validator("references", mode="before")
     @classmethod
     def _references(cls, value):
+        if value is not None and not isinstance(value, str | list | tuple):
+            raise ValueError(f"a list of method names, got {value!r}")
         names = parse_method_list(value)  # `+` joins names on the command line, as in distillation.run
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:

@@ -85,6 +85,11 @@ def test_a_teacher_inside_the_baselines_seed_spread_gives_a_share_without_bounds
     assert math.isnan(sstkd["gap_recovered_ci_low"]) and math.isnan(sstkd["gap_recovered_ci_high"])
     assert "| +42.50% [unbounded] |" in study_markdown(summary)
     assert summary_metrics(summary)["sstkd"]["gap_recovered_ci_high"] is None
+    # A method with three seeds that shares one with the baseline has no interval for lack of seeds, not an
+    # unbounded one.
+    one_shared = summarize_study(_per_model({"baseline": {0: 60.0}, "sstkd": {0: 62.0, 1: 63.0, 2: 61.0}},
+                                            teacher=70.0))
+    assert "| +20.00% |" in study_markdown(one_shared) and "[unbounded]" not in study_markdown(one_shared)
 
 
 def test_methods_compare_only_on_the_seeds_they_share():

@@ -109,7 +109,8 @@ def _gap_recovered(method: str, baseline: str, by_seed: dict[str, dict[int, floa
     if math.isnan(point):
         return nothing
     low, high = ratio_interval(differences, [teacher - by_seed[baseline][s] for s in shared], confidence)
-    return {"gap_recovered": point, "gap_recovered_ci_low": low, "gap_recovered_ci_high": high}
+    return {"gap_recovered": point, "gap_recovered_ci_low": low, "gap_recovered_ci_high": high,
+            "gap_recovered_unbounded": len(shared) > 1 and math.isnan(low)}  # not: one shared seed, no interval
 
 
 def _number(value: float) -> float | None:
@@ -179,7 +180,8 @@ def study_markdown(summary: StudySummary) -> str:
     for _, row in summary.methods.iterrows():
         gap = "" if row["role"] == "teacher" or row["method"] == summary.baseline else _signed_interval(
             row["gap_recovered"], row["gap_recovered_ci_low"], row["gap_recovered_ci_high"], 100, "%")
-        if gap and row["seeds"] > 1 and math.isnan(row["gap_recovered_ci_low"]):
+        unbounded = row.get("gap_recovered_unbounded")
+        if gap and pd.notna(unbounded) and bool(unbounded):
             gap += " [unbounded]"
         lines.append(f"| {row['method']} | {row['seeds']} | {_interval_cell(row, 'miou')} | "
                      f"{_interval_cell(row, 'boundary_fscore')} | {gap} |")
