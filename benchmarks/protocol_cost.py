@@ -4,7 +4,7 @@
     OMP_NUM_THREADS=1 python benchmarks/protocol_cost.py --cores 2     # one thread: the tables' thread count
     python benchmarks/protocol_cost.py --family dead_leaves --budget 30
 
-For the teacher and every row of ``distillation.run`` it runs ``train_segmenter`` (the loop every training node
+For the teacher and every row of ``distillation.run`` it runs ``train_network`` (what every training node
 runs) for one epoch of ``--steps`` and of ``3 × --steps`` steps on images of the env's built-in dataset: the
 difference is the cost of the extra steps, the rest the epoch's fixed part (validation over the val split's size;
 the per-epoch checkpoint write and MLflow logging of a real run are not timed: a real run takes ~10% longer).
@@ -29,12 +29,11 @@ from kedro.config import OmegaConfigLoader
 
 from sstkd.config import student_settings, teacher_settings
 from sstkd.data.synthetic import MosaicSpec, render_mosaic
-from sstkd.distill.losses import build_criterion
 from sstkd.models.segmenter import build_network
 from sstkd.study import parse_method_list, parse_seeds
 from sstkd.training.distributed import local_device
-from sstkd.training.loop import _autocast, _to_device, train_segmenter  # the loop's own device handling
-from sstkd.training.recipe import split_dataset, transform_config
+from sstkd.training.loop import _autocast, _to_device  # the loop's own device handling
+from sstkd.training.recipe import train_network
 
 
 def render(spec: MosaicSpec, count: int, offset: int) -> dict:
@@ -42,25 +41,15 @@ def render(spec: MosaicSpec, count: int, offset: int) -> dict:
     return {"images": np.stack([s[0] for s in samples]), "masks": np.stack([s[1] for s in samples])}
 
 
-def epoch_seconds(network_config, losses: dict, config, cache: dict, statistics_: dict, num_classes: int,
-                  teacher_config, steps: int) -> float:
-    """Wall time of one epoch of ``steps`` steps plus its validation, through ``train_segmenter``."""
+def epoch_seconds(name: str, network_config, losses: dict, config, data: dict, teacher_payload: dict | None,
+                  steps: int) -> float:
+    """Wall time of one epoch of ``steps`` steps plus its validation, through ``train_network`` (what a training
+    node calls: data sets, networks, criterion, then the loop)."""
     config = config.model_copy(update={"epochs": 1, "max_steps_per_epoch": steps, "progress": False,
                                        "checkpoint_root": None})
-    transforms = transform_config(config, statistics_)
-    train_set = split_dataset(cache, "train", transforms, train=True, seed=config.seed)
-    val_set = split_dataset(cache, "val", transforms, train=False, seed=config.seed)
-    torch.manual_seed(0)
-    student = build_network(network_config, num_classes)
-    teacher = build_network(teacher_config, num_classes) if teacher_config is not None else None
-    criterion = build_criterion(losses, num_classes, student.low_level_channels,
-                                teacher.low_level_channels if teacher is not None else None,
-                                student_head_channels=student.head_channels,
-                                teacher_head_channels=teacher.head_channels if teacher is not None else None)
-    if not criterion.needs_teacher:
-        teacher = None
     started = time.perf_counter()
-    train_segmenter(student, criterion, train_set, val_set, num_classes, config, teacher=teacher)
+    train_network(name, data["cache"], data["info"], data["statistics"], network_config, losses, config,
+                  teacher_payload=teacher_payload)
     return time.perf_counter() - started
 
 
@@ -115,6 +104,11 @@ def main() -> None:
     pixels = cache["train"]["images"].reshape(-1, 3) / 255.0
     statistics_ = {"mean": pixels.mean(0).tolist(), "std": pixels.std(0).tolist()}
     teacher_network = teacher_params.network.model_dump() | {"backbone_weights": None}
+    data = {"cache": cache, "statistics": statistics_,
+            "info": {"num_classes": num_classes, "classes": list(spec.classes), "layout": "protocol_cost"}}
+    torch.manual_seed(0)
+    teacher_payload = {"network": teacher_network, "num_classes": num_classes,  # untrained: costs the same
+                       "state_dict": build_network(teacher_network, num_classes).state_dict()}
     print(f"env {args.env}, {spec.family}, {torch.get_num_threads()} thread(s); rows {len(rows)}, seeds {len(seeds)}; "
           f"train {spec.splits['train']} / val {spec.splits['val']} images")
 
@@ -123,17 +117,18 @@ def main() -> None:
         steps = spec.splits["train"] // micro_batch // config.accumulate_steps
         return min(steps, config.max_steps_per_epoch) if config.max_steps_per_epoch else steps
 
-    def cost(network, losses, config, with_teacher) -> tuple[float, float, float]:
+    def cost(name, network, losses, config, with_teacher) -> tuple[float, float, float]:
         """(seconds per step, fixed seconds per epoch, seconds for the whole training)."""
-        short, long = (epoch_seconds(network, losses, config, cache, statistics_, num_classes,
-                                     teacher_network if with_teacher else None, steps)
+        network = network.model_copy(update={"backbone_weights": None})  # no download: random weights cost the same
+        short, long = (epoch_seconds(name, network, losses, config, data,
+                                     teacher_payload if with_teacher else None, steps)
                        for steps in (args.steps, long_steps))
         step = max((long - short) / (long_steps - args.steps), 0.0)  # a busy machine can invert one pair
         fixed = max(short - args.steps * step, 0.0)
         return step, fixed, config.epochs * (steps_per_epoch(config) * step + fixed)
 
-    cost(teacher_network, {"cross_entropy": {}}, teacher_training, False)  # warm-up, discarded
-    teacher_step, teacher_fixed, teacher_total = cost(teacher_network, dict(teacher_params.losses),
+    cost("warm-up", teacher_params.network, {"cross_entropy": {}}, teacher_training, False)  # discarded
+    teacher_step, teacher_fixed, teacher_total = cost("teacher", teacher_params.network, dict(teacher_params.losses),
                                                       teacher_training, False)
     print(f"{'':26s} {'step ms':>8s} {'teacher fwd ms':>15s} {'epoch fixed s':>14s} {'per student s':>14s}")
     print(f"{'teacher':26s} {1000 * teacher_step:8.1f} {'':>15s} {teacher_fixed:14.2f} {teacher_total:14.2f}"
@@ -143,8 +138,7 @@ def main() -> None:
     for name, (student_params, method_params, config) in students.items():
         losses = {term: dict(options or {}) for term, options in method_params.losses.items()}
         with_teacher = any(term != "cross_entropy" for term in losses)
-        step, fixed, seconds = cost(student_params.network.model_dump() | {"backbone_weights": None}, losses,
-                                    config, with_teacher)
+        step, fixed, seconds = cost(name, student_params.network, losses, config, with_teacher)
         forward = teacher_forward_seconds(teacher_network, config, num_classes) if with_teacher else 0.0
         steps = config.epochs * steps_per_epoch(config) * config.accumulate_steps  # teacher forwards
         total += len(seeds) * seconds
@@ -154,7 +148,7 @@ def main() -> None:
 
     def minutes(seconds: float) -> str:
         verdict = "within" if seconds / 60 <= args.budget else "over"
-        return f"{seconds / 60:6.1f} min = {seconds:7.1f} s ({verdict} the {args.budget:g}-minute budget)"
+        return f"{seconds / 60:6.1f} min = {seconds:8.2f} s ({verdict} the {args.budget:g}-minute budget)"
 
     print(f"students: {len(rows)} rows x {len(seeds)} seeds; evaluation and report not included")
     projections = {
