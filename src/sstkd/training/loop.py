@@ -188,15 +188,20 @@ def train_segmenter(
     fingerprint: str = "",
     name: str = "model",
     callbacks: Sequence[Callable[[int, dict], None]] = (),
+    probes: Sequence[Callable[[nn.Module, DistillationCriterion, nn.Module | None], dict]] = (),
 ) -> TrainingResult:
     """Train ``student`` with ``criterion`` (and ``teacher`` when the criterion needs one).
 
     ``checkpoint_dir`` holds ``last.pt``; a ``last.pt`` with the same ``fingerprint`` (a hash of everything that
     decides the run) is resumed, any other is ignored and replaced. ``callbacks(epoch, metrics)`` run on rank 0
-    after each epoch (e.g. MLflow logging).
+    after each epoch (e.g. MLflow logging). ``probes(student, criterion, teacher)`` run on rank 0 after each epoch's
+    validation and before the callbacks; the numbers they return join the epoch's record (diagnostics such as
+    :func:`sstkd.training.diagnostics.term_gradient_norms`, which measure on copies and leave the run unchanged).
     """
     if criterion.needs_teacher and teacher is None:
         raise ValueError(f"{name}: the loss terms {sorted(criterion.terms)} need a teacher, but none was given")
+    if probes and dist_utils.is_distributed():  # a probe's forward on rank 0 alone would hang SyncBatchNorm
+        raise ValueError(f"{name}: training probes measure single-process runs only (training.nproc: 1)")
     device = dist_utils.local_device(config.device)
     main = dist_utils.is_main_process()
     memory_format = torch.channels_last if device.type == "cuda" and config.channels_last else torch.preserve_format
@@ -343,6 +348,9 @@ def train_segmenter(
                   "val_miou": val["miou"], "val_pixel_accuracy": val["pixel_accuracy"],
                   "lr": optimizer.param_groups[0]["lr"],
                   "images_per_second": seen * dist_utils.world_size() / max(elapsed, 1e-9)}
+        if main:
+            for probe in probes:
+                record |= probe(student, criterion, teacher)
         history.append(record)
         if val["miou"] > best_miou:
             best_miou, best_epoch = val["miou"], epoch + 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -78,6 +79,21 @@ def check_model_matches_data(payload: dict, dataset_info: dict, source: str) -> 
                          "data (e.g. `kedro run --pipelines teacher`) or point teacher.checkpoint at a model of this data.")
 
 
+def check_same_input_space(teacher_payload: dict, statistics: dict) -> None:
+    """Refuse a teacher whose inputs were standardised with other statistics than the student's: both networks are
+    fed the same tensor, so the teacher would see other pixels than those it was trained on (a converted teacher
+    records this study's statistics and maps them to its own input space with its input adapter)."""
+    recorded = teacher_payload.get("normalization")
+    if not recorded:
+        return
+    ours = {"mean": list(statistics["mean"]), "std": list(statistics["std"])}
+    if any(not math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9) for key in ("mean", "std")
+           for a, b in zip(recorded[key], ours[key], strict=True)):
+        raise ValueError(f"teacher_model standardises its input with {recorded}, the student's input is standardised "
+                         f"with {ours}: the teacher would see other pixels than the student. Retrain the teacher on "
+                         "this data (`kedro run --pipelines teacher`).")
+
+
 def train_network(
     name: str,
     cache: dict,
@@ -89,6 +105,7 @@ def train_network(
     teacher_payload: dict | None = None,
     checkpoint_root: str | Path | None = None,
     callbacks: Sequence[Callable[[int, dict], None]] = (),
+    probes: Sequence[Callable] = (),
 ) -> tuple[dict, TrainingResult]:
     """Train one network (teacher or student) and return ``(payload, result)``.
 
@@ -107,6 +124,7 @@ def train_network(
     teacher = None
     if teacher_payload:
         check_model_matches_data(teacher_payload, dataset_info, "teacher_model")
+        check_same_input_space(teacher_payload, statistics)
         teacher = network_from_payload(teacher_payload, source="teacher_model")
     criterion = build_criterion(
         losses, num_classes, student.low_level_channels,
@@ -117,7 +135,7 @@ def train_network(
     result = train_segmenter(
         student, criterion, train_set, val_set, num_classes, training, teacher=teacher,
         checkpoint_dir=Path(checkpoint_root) / name if checkpoint_root else None,
-        fingerprint=fingerprint, name=name, callbacks=callbacks)
+        fingerprint=fingerprint, name=name, callbacks=callbacks, probes=probes)
     payload = {
         "name": name,
         "network": network_config.model_dump(),
