@@ -25,7 +25,6 @@ import argparse
 import copy
 import json
 import math
-import os
 import statistics
 import time
 from pathlib import Path
@@ -34,8 +33,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from kedro.config import OmegaConfigLoader
-
-os.environ.setdefault("TQDM_DISABLE", "1")  # evaluate_network's bars would bury the one line per student
 
 from sstkd.catalog.datasets import ArrayCacheDataset
 from sstkd.config import student_settings

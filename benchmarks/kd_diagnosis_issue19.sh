@@ -7,6 +7,7 @@
 #   python benchmarks/kd_diagnosis.py report --records benchmarks/results/kd_diagnosis/dead_leaves.jsonl
 set -u
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+export TQDM_DISABLE=1  # evaluate_network's bars would bury the one line per student
 ROOT=${ROOT:-data/protocol-dead-leaves}
 RECORDS=${RECORDS:-benchmarks/results/kd_diagnosis/dead_leaves.jsonl}
 run() { .venv/bin/python benchmarks/kd_diagnosis.py train --env protocol --data-root "$ROOT" --records "$RECORDS" "$@"; }

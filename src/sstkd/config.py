@@ -13,6 +13,7 @@ from sstkd.evaluation.texture_transfer import TextureTransferConfig
 from sstkd.models.segmenter import NetworkConfig
 from sstkd.study import parse_method_list, parse_seeds
 from sstkd.training.loop import TrainingConfig
+from sstkd.training.pretraining import PretrainingConfig
 
 Schema = TypeVar("Schema", bound=BaseModel)
 
@@ -80,6 +81,33 @@ class TeacherParams(_Strict):
     checkpoint_format: Literal["sstkd", "torchvision", "cirkd"] = "sstkd"
     losses: dict[str, dict[str, Any] | None] = {"cross_entropy": {"aux_weight": 0.4}}
     training: dict[str, Any] = {}
+
+
+class CorpusParams(_Strict):
+    """``pretraining.corpus``: the generated texture-classification corpus (``sstkd.data.texture_corpus``)."""
+
+    seed: int = 0
+    image_size: int = Field(64, ge=16)
+    train_per_class: int = Field(160, ge=1)
+    val_per_class: int = Field(20, ge=1)
+
+
+class PretrainingParams(_Strict):
+    """``pretraining``: which backbones the ``pretraining`` stage trains on the texture corpus. A network whose
+    ``backbone_weights`` is ``pretrained`` starts from this stage's weights for its backbone."""
+
+    backbones: list[str] = []
+    corpus: CorpusParams = CorpusParams()
+    training: PretrainingConfig = PretrainingConfig()
+    checkpoint_root: str | None = None
+
+    @field_validator("backbones")
+    @classmethod
+    def _backbones(cls, value):
+        repeated = sorted({name for name in value if value.count(name) > 1})
+        if repeated:
+            raise ValueError(f"names {repeated} more than once")
+        return value
 
 
 class StudentParams(_Strict):
@@ -156,6 +184,7 @@ PARAMETER_GROUPS: dict[str, type[BaseModel] | None] = {
     "distillation": None,
     "evaluation": EvaluationParams,
     "study": StudyParams,
+    "pretraining": PretrainingParams,
     "dataset_root": None,  # a dataset env's folder (`--params dataset_root=...`), read by its catalog entry
     "use_sbd_aug": None,  # the voc env: train on SBD's VOC aug (default) or VOC's own train split
     "data_root": None,  # where this run's study lives (`--params data_root=...`; default: conf/<env>/globals.yml)
@@ -200,6 +229,7 @@ def student_settings(training: dict | None, student: dict | None, method: dict |
 
 
 PLACEHOLDER_WIDTHS = (8, 8)
+PRETRAINED = "pretrained"  # backbone_weights: the pretraining stage's weights for the network's backbone
 
 
 def _feature_widths(network: Any) -> tuple[int, int]:
@@ -240,6 +270,24 @@ def _from_scratch_problems(params: Mapping[str, Any]) -> list[str]:
             "`random` to train from scratch on purpose (a from-scratch Cityscapes ResNet-18 is ~10 mIoU below the "
             "published baselines)"
             for where, net in places if isinstance(net, Mapping) and net.get("backbone_weights") in (None, "")]
+
+
+def _pretrained_problems(params: Mapping[str, Any]) -> list[str]:
+    """Networks that start from ``pretrained`` weights of a backbone the pretraining stage does not train."""
+    pretraining = params.get("pretraining") if isinstance(params.get("pretraining"), Mapping) else {}
+    trained = pretraining.get("backbones") or []
+    teacher = params.get("teacher") if isinstance(params.get("teacher"), Mapping) else {}
+    distillation = params.get("distillation") if isinstance(params.get("distillation"), Mapping) else {}
+    student = distillation.get("student") if isinstance(distillation.get("student"), Mapping) else {}
+    problems = []
+    for where, network in (("teacher.network", teacher.get("network")),
+                           ("distillation.student.network", student.get("network"))):
+        if isinstance(network, Mapping) and network.get("backbone_weights") == PRETRAINED:
+            backbone = network.get("backbone", "resnet18")
+            if backbone not in trained:
+                problems.append(f"{where}.backbone_weights: pretrained, but pretraining.backbones ({trained}) does "
+                                f"not train {backbone}; add it there")
+    return problems
 
 
 def _published_student_problems(published: str, params: Mapping[str, Any]) -> list[str]:
@@ -305,6 +353,7 @@ def check_parameters(params: Mapping[str, Any]) -> None:
     study = check(validate, StudyParams, params.get("study"), "study") if "study" in params else None
     if study is not None and study.pretrained_backbones == "required":
         problems.extend(_from_scratch_problems(params))
+    problems.extend(_pretrained_problems(params))
     if study is not None and study.published:
         problems.extend(_published_student_problems(study.published, params))
     if "teacher" in params:

@@ -16,7 +16,15 @@ from kedro.config import OmegaConfigLoader
 from kedro.pipeline import Pipeline
 
 from sstkd.config import StudyParams, validate
-from sstkd.pipelines import distillation, evaluation, ingestion, preprocessing, synthetic, teacher
+from sstkd.pipelines import (
+    distillation,
+    evaluation,
+    ingestion,
+    preprocessing,
+    pretraining,
+    synthetic,
+    teacher,
+)
 from sstkd.pipelines.distillation.pipeline import DEFAULT_METHODS, DEFAULT_SEEDS
 from sstkd.study import check_method_name, parse_method_list
 
@@ -88,19 +96,26 @@ def configured_seeds(conf_source: str | Path = "conf", env: str | None = None) -
     return DEFAULT_SEEDS if parameters is None else seeds_to_run(parameters)
 
 
+def configured_pretraining(conf_source: str | Path = "conf", env: str | None = None) -> bool:
+    """Whether the networks wait for the pretraining stage: ``pretraining.backbones`` is not empty."""
+    parameters = _configured_parameters(conf_source, env)
+    return bool(((parameters or {}).get("pretraining") or {}).get("backbones"))
+
+
 def register_pipelines() -> dict[str, Pipeline]:
-    methods, seeds = configured_methods(), configured_seeds()
+    methods, seeds, pretrained = configured_methods(), configured_seeds(), configured_pretraining()
     stages = {
         "synthetic": synthetic.create_pipeline(),
         "ingestion": ingestion.create_pipeline(),
         "preprocessing": preprocessing.create_pipeline(),
-        "teacher": teacher.create_pipeline(),
-        "distillation": distillation.create_pipeline(methods, seeds),
+        "pretraining": pretraining.create_pipeline(),
+        "teacher": teacher.create_pipeline(pretrained=pretrained),
+        "distillation": distillation.create_pipeline(methods, seeds, pretrained=pretrained),
         "evaluation": evaluation.create_pipeline(methods, seeds),
     }
     pipelines = dict(stages)
     pipelines["data"] = stages["synthetic"] + stages["ingestion"] + stages["preprocessing"]
-    pipelines["study"] = stages["ingestion"] + stages["preprocessing"] + stages["teacher"] + \
+    pipelines["study"] = stages["ingestion"] + stages["preprocessing"] + stages["pretraining"] + stages["teacher"] + \
         stages["distillation"] + stages["evaluation"]
     pipelines["__default__"] = stages["synthetic"] + pipelines["study"]
     return pipelines

@@ -121,6 +121,57 @@ class TorchModelDataset(AbstractDataset[dict, dict]):
         return {"filepath": str(self._filepath)}
 
 
+class PretrainedBackbonesDataset(AbstractDataset[dict, dict]):
+    """The pretraining stage's backbone weights: ``<path>/<backbone>-<sha256[:12]>.pt`` (torchvision-format state
+    dicts, loadable as ``backbone_weights``) and ``<path>/manifest.json`` describing them.
+
+    Saved from ``{"corpus": {...}, "backbones": {name: {"state_dict": ..., **record}}}``; loaded as the manifest,
+    each backbone's record gaining ``path`` (the file, relative to the working directory when under it, so a
+    model's fingerprint holds no machine path). The file name carries the
+    weights' hash, so a network that names the file has a fingerprint that changes with the weights.
+    """
+
+    def __init__(self, path: str, metadata: dict[str, Any] | None = None):
+        self._path = Path(path)
+        self.metadata = metadata
+
+    def load(self) -> dict:
+        manifest_file = self._path / "manifest.json"
+        if not manifest_file.is_file():
+            raise DatasetError(f"no pretrained backbones at {self._path}: run `kedro run --pipelines pretraining`")
+        manifest = json.loads(manifest_file.read_text())
+        folder = self._path.resolve()
+        if folder.is_relative_to(Path.cwd()):  # kedro runs from the project root: no machine path in fingerprints
+            folder = folder.relative_to(Path.cwd())
+        for record in manifest["backbones"].values():
+            record["path"] = str(folder / record["file"])
+        return manifest
+
+    def save(self, data: dict) -> None:
+        import hashlib
+
+        import torch
+
+        with replaced_directory(self._path, owner_file="manifest.json") as staging:
+            backbones = {}
+            for name, entry in data["backbones"].items():
+                buffer = io.BytesIO()
+                torch.save(entry["state_dict"], buffer)
+                digest = hashlib.sha256(buffer.getvalue()).hexdigest()
+                file = f"{name}-{digest[:12]}.pt"
+                (staging / file).write_bytes(buffer.getvalue())
+                backbones[name] = {k: v for k, v in entry.items() if k != "state_dict"} | {"file": file,
+                                                                                            "sha256": digest}
+            manifest = {"corpus": data.get("corpus", {}), "backbones": backbones}
+            (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
+
+    def _exists(self) -> bool:
+        return (self._path / "manifest.json").is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}
+
+
 class _AtomicFileDataset(AbstractDataset[Any, Any]):
     """A local file written through a temporary file + rename (``_filepath`` is what kedro-mlflow logs)."""
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from sstkd import tracking
 from sstkd.atomic import write_bytes_atomically
+from sstkd.config import PRETRAINED
 from sstkd.models.segmenter import NetworkConfig
 from sstkd.training.checkpoint import load_checkpoint
 from sstkd.training.launch import run_data_parallel
@@ -74,6 +75,19 @@ def train_and_track(name: str, role: str, cache: dict, dataset_info: dict, stati
     if record_path is not None:
         write_bytes_atomically(record_path, json.dumps(payload["lineage"], indent=1).encode())
     return payload, history
+
+
+def with_pretrained_weights(network: NetworkConfig, pretrained_backbones: dict | None, where: str) -> NetworkConfig:
+    """``network`` with ``backbone_weights: pretrained`` replaced by the pretraining stage's file for its backbone
+    (whose name carries the weights' hash, so the model's fingerprint follows the weights); others unchanged."""
+    if network.backbone_weights != PRETRAINED:
+        return network
+    records = (pretrained_backbones or {}).get("backbones", {})
+    if network.backbone not in records:
+        raise ValueError(f"{where}.backbone_weights: pretrained, but the pretraining stage has no {network.backbone} "
+                         f"weights (it has {sorted(records)}); add {network.backbone} to pretraining.backbones and "
+                         "run `kedro run --pipelines pretraining`")
+    return network.model_copy(update={"backbone_weights": records[network.backbone]["path"]})
 
 
 def lineage_record(payload: dict, network: NetworkConfig, losses: dict, training: TrainingConfig,

@@ -18,22 +18,22 @@ DEFAULT_SEEDS = [0]
 SHARED_INPUTS = {"training_cache", "dataset_info", "dataset_statistics", "teacher_model"}
 
 
-def method_pipeline(method_name: str, seed: int) -> Pipeline:
+def method_pipeline(method_name: str, seed: int, pretrained: bool = False) -> Pipeline:
     train = update_wrapper(partial(train_student, method_name=method_name, seed=seed), train_student)
-    template = Pipeline([
-        node(train, ["training_cache", "dataset_info", "dataset_statistics", "teacher_model", "params:training",
-                     "params:student", "params:method"],
-             ["student_model", "training_history"], name="train_student"),
-    ])
+    inputs = ["training_cache", "dataset_info", "dataset_statistics", "teacher_model", "params:training",
+              "params:student", "params:method"] + (["pretrained_backbones"] if pretrained else [])
+    template = Pipeline([node(train, inputs, ["student_model", "training_history"], name="train_student")])
     return Pipeline(
         template,
         namespace=model_name(method_name, seed),
-        inputs=SHARED_INPUTS,
+        inputs=SHARED_INPUTS | ({"pretrained_backbones"} if pretrained else set()),
         parameters={"params:training": "params:training", "params:student": "params:distillation.student",
                     "params:method": f"params:distillation.methods.{method_name}"},
     )
 
 
-def create_pipeline(methods: list[str] | None = None, seeds: list[int] | None = None, **kwargs) -> Pipeline:
-    return sum((method_pipeline(name, seed) for name in (methods or DEFAULT_METHODS)
+def create_pipeline(methods: list[str] | None = None, seeds: list[int] | None = None, pretrained: bool = False,
+                    **kwargs) -> Pipeline:
+    """``pretrained``: the env pretrains backbones, so every student takes (and waits for) their weights."""
+    return sum((method_pipeline(name, seed, pretrained) for name in (methods or DEFAULT_METHODS)
                 for seed in (seeds or DEFAULT_SEEDS)), Pipeline([]))

@@ -3,7 +3,7 @@
 from sstkd.config import teacher_settings
 from sstkd.data.cache import check_cache_matches_info
 from sstkd.models.converters import convert_teacher
-from sstkd.pipelines.common import train_and_track
+from sstkd.pipelines.common import train_and_track, with_pretrained_weights
 from sstkd.training.checkpoint import load_checkpoint
 from sstkd.training.distributed import local_device
 from sstkd.training.loop import validate as validate_network
@@ -16,12 +16,14 @@ from sstkd.training.recipe import (
 
 
 def train_teacher(training_cache: dict, dataset_info: dict, dataset_statistics: dict, training: dict,
-                  teacher: dict) -> tuple[dict, list[dict]]:
+                  teacher: dict, pretrained_backbones: dict | None = None) -> tuple[dict, list[dict]]:
+    """``pretrained_backbones``: the pretraining stage's weights, an input only where the env pretrains."""
     params, config = teacher_settings(training, teacher)
     check_cache_matches_info(training_cache, dataset_info)
     if params.checkpoint is None:
+        network = with_pretrained_weights(params.network, pretrained_backbones, "teacher.network")
         return train_and_track("teacher", "teacher", training_cache, dataset_info, dataset_statistics,
-                               params.network, params.losses, config)
+                               network, params.losses, config)
     source = f"teacher.checkpoint ({params.checkpoint})"
     if params.checkpoint_format == "sstkd":
         payload = load_checkpoint(params.checkpoint)
