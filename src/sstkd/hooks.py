@@ -180,7 +180,8 @@ def _check_params_keep_the_study(context, pipeline, catalog) -> None:
         merge_strategy=loader.merge_strategy, custom_resolvers=None)["parameters"])
     changed = {key: value for key, value in tracking.flat_keys(runtime).items()
                if not key.startswith(_MODEL_NEUTRAL_PARAMS) and committed.get(key, object()) != value}
-    models = [name for name in pipeline.all_outputs() if name == "teacher_model" or name.endswith(".student_model")]
+    models = [name for name in pipeline.all_outputs()
+              if name in ("teacher_model", "pretrained_backbones") or name.endswith(".student_model")]
     existing = [name for name in models if catalog.exists(name)]
     if changed and existing:
         root = context.config_loader["globals"].get("data_root", "data")

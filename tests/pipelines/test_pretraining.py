@@ -45,7 +45,9 @@ def test_the_teacher_and_students_start_from_the_stage_weights_recorded_in_their
 
 
 def test_a_rerun_finds_the_backbone_up_to_date(project):
-    log = output(run(project, "run", "--env", "tiny", "--pipelines", "pretraining", "--params", PRETRAINED))
+    # `data_root` given: these --params change models of the study under it, on purpose (the study's own root)
+    log = output(run(project, "run", "--env", "tiny", "--pipelines", "pretraining", "--params",
+                     PRETRAINED + ",data_root=data/tiny"))
     assert "pretraining.resnet10 is up to date" in log
 
 
@@ -56,3 +58,13 @@ def test_pretrained_weights_of_a_backbone_the_stage_does_not_train_fail_at_the_s
     assert result.returncode != 0
     assert "teacher.network.backbone_weights: pretrained, but pretraining.backbones ([]) does not train resnet10" in text
     assert "Running node" not in text
+
+
+def test_params_that_change_the_pretrained_weights_do_not_silently_replace_them(project):
+    manifest = project / "data/tiny/06_models/pretrained/manifest.json"
+    before = manifest.read_text()
+    result = run(project, "run", "--env", "tiny", "--pipelines", "pretraining", "--params",
+                 PRETRAINED + ",pretraining.training.epochs=3", check=False)
+    assert result.returncode != 0 and "pretrained_backbones" in output(result)
+    assert "data_root=data/tiny-experiment" in output(result)
+    assert manifest.read_text() == before
