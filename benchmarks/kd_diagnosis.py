@@ -34,12 +34,18 @@ import torch
 import torch.nn.functional as F
 from kedro.config import OmegaConfigLoader
 
-from sstkd.catalog.datasets import ArrayCacheDataset
+from sstkd.catalog.datasets import ArrayCacheDataset, PretrainedBackbonesDataset
 from sstkd.config import student_settings
 from sstkd.evaluation.calibration import CalibrationMeter
 from sstkd.evaluation.evaluate import evaluate_network
+from sstkd.pipelines.common import with_pretrained_weights
 from sstkd.training.checkpoint import load_checkpoint
-from sstkd.training.diagnostics import pixel_kl, recompute_batchnorm_statistics, term_gradient_norms
+from sstkd.training.diagnostics import (
+    pixel_kl,
+    recompute_batchnorm_statistics,
+    term_gradient_norms,
+    weight_norms,
+)
 from sstkd.training.recipe import network_from_payload, split_dataset, train_network, transform_config
 
 PROBE_CROPS = 64  # the KL probe's training crops (4 batches of 16)
@@ -51,11 +57,14 @@ def _parameters(env: str) -> dict:
 
 
 def load_study(data_root: Path) -> dict:
-    """The cache, dataset info, statistics and teacher that a ``kedro run`` wrote under ``data_root``."""
+    """The cache, dataset info, statistics, teacher (None before the teacher stage ran: rows without a teacher can
+    train) and pretrained backbones that ``kedro run`` wrote under ``data_root``."""
+    teacher_file, pretrained = data_root / "06_models/teacher.pt", data_root / "06_models/pretrained"
     return {"cache": ArrayCacheDataset(str(data_root / "05_model_input/cache")).load(),
             "info": json.loads((data_root / "02_intermediate/dataset_info.json").read_text()),
             "statistics": json.loads((data_root / "08_reporting/dataset_statistics.json").read_text()),
-            "teacher": load_checkpoint(data_root / "06_models/teacher.pt")}
+            "teacher": load_checkpoint(teacher_file) if teacher_file.is_file() else None,
+            "pretrained": PretrainedBackbonesDataset(str(pretrained)).load() if pretrained.is_dir() else None}
 
 
 def parse_row(text: str) -> tuple[str, str, list[tuple[str, object]]]:
@@ -89,12 +98,15 @@ def training_crops(study: dict, config, count: int, epoch: int) -> tuple[torch.T
 
 
 def epoch_probe(teacher, probe_batch, kl_crops):
-    """The per-epoch probe: gradient norms per term on one batch, KL to the teacher on fixed crops."""
+    """The per-epoch probe: gradient norms per term on one batch, KL to the teacher on fixed crops (with a teacher)."""
     def probe(student, criterion, _teacher) -> dict:
         record = {}
         norms = term_gradient_norms(student, criterion, teacher, *probe_batch)
         for term, values in norms.items():
             record |= {f"grad_{term}_{site}": value for site, value in values.items()}
+        record |= {f"weight_norm_{kind}": value for kind, value in weight_norms(student).items()}
+        if teacher is None:
+            return record
         evaluated = copy.deepcopy(student).eval()
         record["kl_eval"] = statistics.mean(pixel_kl(evaluated, teacher, batch) for batch in kl_crops.split(16))
         record["kl_train"] = statistics.mean(pixel_kl(student, teacher, batch) for batch in kl_crops.split(16))
@@ -105,7 +117,7 @@ def epoch_probe(teacher, probe_batch, kl_crops):
 def train(args) -> None:
     parameters = _parameters(args.env)
     study = load_study(args.data_root)
-    teacher = network_from_payload(study["teacher"], source="teacher").eval()
+    teacher = network_from_payload(study["teacher"], source="teacher").eval() if study["teacher"] else None
     distill = parameters["distillation"]
     num_classes = int(study["info"]["num_classes"])
     for row in args.row:
@@ -120,9 +132,14 @@ def train(args) -> None:
                 kl_crops, _ = training_crops(study, config, PROBE_CROPS, epoch=1)
                 losses = {term: dict(options or {}) for term, options in spec.losses.items()}
                 uses_teacher = any(term != "cross_entropy" for term in losses)
+                if uses_teacher and teacher is None:
+                    raise SystemExit(f"{label}: needs a teacher, and {args.data_root}/06_models/teacher.pt does not "
+                                     "exist yet: run the teacher stage first")
+                network_config = with_pretrained_weights(student.network, study["pretrained"],
+                                                         "distillation.student.network")
                 started = time.perf_counter()
                 payload, result = train_network(
-                    method, study["cache"], study["info"], study["statistics"], student.network, losses, config,
+                    method, study["cache"], study["info"], study["statistics"], network_config, losses, config,
                     teacher_payload=study["teacher"] if uses_teacher else None,
                     probes=[epoch_probe(teacher, (probe_images, probe_masks), kl_crops)])
                 seconds = time.perf_counter() - started
@@ -141,18 +158,24 @@ def train(args) -> None:
                                                                    payload["normalization"])["miou"],
                     "precise_bn_val_miou": 100 * evaluate_network(precise, val["images"], val["masks"], num_classes,
                                                                   payload["normalization"])["miou"],
-                    "kl_eval": statistics.mean(pixel_kl(network, teacher, b) for b in kl_crops.split(16)),
-                    "kl_train": statistics.mean(pixel_kl(network.train(), teacher, b) for b in kl_crops.split(16)),
-                    "kl_precise_bn": statistics.mean(pixel_kl(precise, teacher, b) for b in kl_crops.split(16)),
-                }
-                network.eval()
+                } | (_final_kl(network, precise, teacher, kl_crops) if teacher is not None else {})
+                kl = (f"KL eval {record['kl_eval']:.3f} / train {record['kl_train']:.3f} / precise BN "
+                      f"{record['kl_precise_bn']:.3f}, " if teacher is not None else "")
                 print(f"{label:22s} {epochs:3d} ep seed {seed}: test mIoU {record['test_miou']:.2f} "
                       f"(precise BN {record['precise_bn_test_miou']:.2f}), best epoch {result.best_epoch}, "
-                      f"KL eval {record['kl_eval']:.3f} / train {record['kl_train']:.3f} / precise BN "
-                      f"{record['kl_precise_bn']:.3f}, {seconds:.0f} s", flush=True)
+                      f"{kl}{seconds:.0f} s", flush=True)
                 args.records.parent.mkdir(parents=True, exist_ok=True)
                 with args.records.open("a") as stream:
                     stream.write(json.dumps(record) + "\n")
+
+
+def _final_kl(network, precise, teacher, crops) -> dict:
+    """KL(teacher ‖ student) of the selected model on the probe crops: eval mode, train mode, precise BN."""
+    def mean_kl(model) -> float:
+        return statistics.mean(pixel_kl(model, teacher, batch) for batch in crops.split(16))
+    values = {"kl_eval": mean_kl(network.eval()), "kl_train": mean_kl(network.train()), "kl_precise_bn": mean_kl(precise)}
+    network.eval()
+    return values
 
 
 def spatial_entropy(logits: torch.Tensor, temperature: float) -> float:
@@ -205,6 +228,12 @@ def _mean_std(values: list[float], digits: int = 2) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {spread:.{digits}f}"
 
 
+def _mean_std_of(group: list[dict], key: str, digits: int = 3) -> str:
+    """Mean ± std of ``key`` over the records that have it (rows trained without a teacher have no KL)."""
+    values = [r[key] for r in group if key in r]
+    return _mean_std(values, digits) if values else "–"
+
+
 def report(args) -> None:
     records = _records(args.records)
     groups: dict[tuple[str, int], list[dict]] = {}
@@ -222,8 +251,8 @@ def report(args) -> None:
             f"| {row} | {epochs} | {' '.join(str(r['seed']) for r in group)} | "
             f"{_mean_std([r['test_miou'] for r in group])} | {_mean_std([r['precise_bn_test_miou'] for r in group])} | "
             f"{' '.join(str(r['best_epoch']) for r in group)} | {_mean_std(gains)} | "
-            f"{_mean_std([r['kl_eval'] for r in group], 3)} | {_mean_std([r['kl_train'] for r in group], 3)} | "
-            f"{_mean_std([r['kl_precise_bn'] for r in group], 3)} | {statistics.mean(r['seconds'] for r in group):.0f} |")
+            f"{_mean_std_of(group, 'kl_eval')} | {_mean_std_of(group, 'kl_train')} | "
+            f"{_mean_std_of(group, 'kl_precise_bn')} | {statistics.mean(r['seconds'] for r in group):.0f} |")
     lines += ["", "Gradient norms on the fixed batch (weighted terms; mean over seeds), at epochs 1 / middle / last: "
               "parameters (cosine to the cross-entropy's), logits, stage 1", "",
               "| row | epochs | term | ‖∇θ‖ | cos(∇θ, ∇θ CE) | ‖∇ logits‖ | ‖∇ stage 1‖ |", "|---|---|---|---|---|---|---|"]
@@ -258,10 +287,11 @@ def _plot(groups: dict, path: Path) -> None:
         epochs_axis = np.arange(1, epochs + 1)
         curves = np.array([[h["val_miou"] * 100 for h in r["history"]] for r in group])
         line, = axes[0].plot(epochs_axis, curves.mean(0), label=f"{row}, {epochs} ep")
-        kl = np.array([[h["kl_eval"] for h in r["history"]] for r in group])
-        axes[1].plot(epochs_axis, kl.mean(0), color=line.get_color(), label=f"{row}, {epochs} ep (eval)")
-        axes[1].plot(epochs_axis, np.array([[h["kl_train"] for h in r["history"]] for r in group]).mean(0),
-                     color=line.get_color(), linestyle=":")
+        if "kl_eval" in group[0]["history"][0]:
+            kl = np.array([[h["kl_eval"] for h in r["history"]] for r in group])
+            axes[1].plot(epochs_axis, kl.mean(0), color=line.get_color(), label=f"{row}, {epochs} ep (eval)")
+            axes[1].plot(epochs_axis, np.array([[h["kl_train"] for h in r["history"]] for r in group]).mean(0),
+                         color=line.get_color(), linestyle=":")
         for term, style in (("cross_entropy", "-"), ("pixel_kd", "--")):
             key = f"grad_{term}_parameters"
             if key in group[0]["history"][0]:

@@ -9,7 +9,12 @@ import torch.nn.functional as F
 from sstkd.data.sources import IGNORE_INDEX
 from sstkd.distill.losses import build_criterion
 from sstkd.models.segmenter import NetworkConfig, build_network
-from sstkd.training.diagnostics import pixel_kl, recompute_batchnorm_statistics, term_gradient_norms
+from sstkd.training.diagnostics import (
+    pixel_kl,
+    recompute_batchnorm_statistics,
+    term_gradient_norms,
+    weight_norms,
+)
 from sstkd.training.recipe import check_same_input_space
 
 from . import helpers
@@ -125,3 +130,16 @@ def test_a_teacher_normalised_otherwise_is_refused():
     other = {"mean": [0.4, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
     with pytest.raises(ValueError, match="other pixels than the student"):
         check_same_input_space({"normalization": other}, helpers.STATS)
+
+
+def test_weight_norms_split_batchnormed_convolutions_from_the_rest():
+    student, _ = _networks()
+    norms = weight_norms(student)
+    classifier = student.head.classifier[1].weight  # PSPNet's 1x1 classifier: no BatchNorm after it
+    assert norms["other"] >= float(classifier.detach().norm()) > 0
+    stem = student.backbone.stage1[0].weight  # followed by its BatchNorm
+    assert norms["batchnormed"] >= float(stem.detach().norm()) > 0
+    with torch.no_grad():
+        stem.mul_(3)
+    grown = weight_norms(student)
+    assert grown["batchnormed"] > norms["batchnormed"] and grown["other"] == norms["other"]

@@ -5,7 +5,9 @@
 * :func:`recompute_batchnorm_statistics`: BatchNorm's running statistics re-estimated as the exact average over
   training batches ("precise BN"), to tell a network that learned badly from one whose running statistics lag
   behind its weights;
-* :func:`pixel_kl`: mean per-pixel KL(teacher ‖ student), the quantity pixel KD minimises.
+* :func:`pixel_kl`: mean per-pixel KL(teacher ‖ student), the quantity pixel KD minimises;
+* :func:`weight_norms`: the norms of the BatchNorm-normalised convolution weights, whose growth lowers their
+  effective learning rate.
 
 Every function takes plain modules and tensors; the loop's ``probes`` argument calls them once per epoch.
 """
@@ -71,6 +73,20 @@ def term_gradient_norms(student: nn.Module, criterion: DistillationCriterion, te
             entry["cosine_to_cross_entropy"] = float(F.cosine_similarity(vector, ref, dim=0, eps=1e-300))
         results[name] = entry
     return results
+
+
+@torch.no_grad()
+def weight_norms(network: nn.Module) -> dict[str, float]:
+    """L2 norms of the convolution weights that a BatchNorm follows (scale-invariant: their gradient, and so their
+    effective step, shrinks as the norm grows, as lr/‖w‖²) and of every other weight (classifiers, no BN after)."""
+    modules = list(network.modules())
+    followed = set()
+    for module, after in zip(modules, modules[1:]):
+        if isinstance(module, nn.Conv2d) and isinstance(after, nn.modules.batchnorm._BatchNorm):
+            followed.add(id(module))
+    normalised = [m.weight for m in modules if id(m) in followed]
+    others = [m.weight for m in modules if isinstance(m, nn.Conv2d | nn.Linear) and id(m) not in followed]
+    return {"batchnormed": float(_norm(normalised)), "other": float(_norm(others))}
 
 
 @torch.no_grad()
