@@ -299,7 +299,7 @@ def _plot(groups: dict, path: Path) -> None:
                 axes[2].plot(epochs_axis, norms, color=line.get_color(), linestyle=style,
                              label=f"{row}, {epochs} ep: {term}")
     axes[0].set(xlabel="epoch", ylabel="val mIoU (%)", title="learning curves (mean over seeds)")
-    axes[1].set(xlabel="epoch", ylabel="KL(teacher ‖ student)", title="KL on 64 training crops: eval (—), train mode (⋯)")
+    axes[1].set(xlabel="epoch", ylabel="KL(teacher ‖ student)", yscale="log", title="KL on 64 training crops: eval (—), train mode (⋯)")
     axes[2].set(xlabel="epoch", ylabel="‖∇θ‖ on a fixed batch", yscale="log",
                 title="gradient norm per term (— CE, -- pixel KD)")
     for axis in axes:

@@ -9,6 +9,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from sstkd.evaluation.sanity import SanityConfig
 from sstkd.evaluation.texture_transfer import TextureTransferConfig
 from sstkd.models.segmenter import NetworkConfig
 from sstkd.study import parse_method_list, parse_seeds
@@ -146,6 +147,9 @@ class StudyParams(_Strict):
     # `required` (the paper environments): a network trained here must start from pretrained backbone weights
     # (`imagenet` or a file); `backbone_weights: random` says "from scratch" on purpose, null is refused.
     pretrained_backbones: Literal["optional", "required"] = "optional"
+    # The checks the report shows before any verdict (sstkd.evaluation.sanity): convergence, teacher margin and
+    # stage-1 probe, pixel KD not worse than the baseline.
+    sanity: SanityConfig = SanityConfig()
 
     @field_validator("seeds", mode="before")
     @classmethod

@@ -92,6 +92,28 @@ def test_the_default_pipeline_produces_the_report(project):
     assert manifest.groupby("split").size().to_dict() == {"test": 8, "train": 16, "val": 8}
 
 
+def test_the_report_opens_with_sanity_checks_computed_from_the_study_itself(project):
+    from sstkd.evaluation.sanity import last_quarter_gain
+    from sstkd.training.checkpoint import load_checkpoint
+
+    root = project / "data/tiny"
+    markdown = (root / "08_reporting/report.md").read_text()
+    assert markdown.index("## Sanity checks") < markdown.index("## The study over")
+    report = pd.read_csv(root / "08_reporting/report.csv")
+    margin = report.loc[report.role == "teacher", "miou"].iloc[0] - report.loc[report.method == "baseline", "miou"].mean()
+    assert f"| teacher above the baseline | {margin:+.2f} | teacher − baseline test mIoU ≥ 8 |" in markdown
+    transfer = pd.read_csv(root / "08_reporting/texture_transfer.csv").set_index("model")
+    probe = transfer.loc["teacher", "probe_accuracy"] - transfer.loc[["baseline.seed_0", "baseline.seed_1"],
+                                                                     "probe_accuracy"].mean()
+    assert f"| teacher's stage 1 holds more texture | {probe:+.2f} |" in markdown
+    curves = [load_checkpoint(root / f"06_models/students/baseline/seed_{seed}.pt")["val_miou_curve"] for seed in (0, 1)]
+    assert all(len(curve) == 1 for curve in curves)  # one epoch: no last quarter to measure
+    assert all(np.isnan(last_quarter_gain(curve)) for curve in curves)
+    assert "| students converge |  |" in markdown and "| not measured |" in markdown
+    pixel_kd = [line for line in markdown.splitlines() if line.startswith("| pixel_kd not worse than baseline |")]
+    assert len(pixel_kd) == 1 and "(2 seeds)" in pixel_kd[0]
+
+
 def test_the_report_holds_the_texture_transfer_table_figure_and_metrics(project):
     table = pd.read_csv(project / "data/tiny/08_reporting/texture_transfer.csv")
     assert list(table["model"]) == ["teacher", *STUDENTS]

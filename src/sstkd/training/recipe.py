@@ -148,6 +148,7 @@ def train_network(
         "fingerprint": fingerprint,
         "best_epoch": result.best_epoch,
         "best_val_miou": float(result.best_miou),
+        "val_miou_curve": [float(record["val_miou"]) for record in result.history],  # convergence, in the report
         "losses": json.dumps(losses, sort_keys=True),
     }
     return payload, result

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import math
 
 import numpy as np
 import pandas as pd
@@ -27,6 +28,7 @@ from sstkd.evaluation.report import (
     transfer_markdown,
     transfer_table,
 )
+from sstkd.evaluation.sanity import sanity_checks, sanity_markdown
 from sstkd.evaluation.study_summary import study_lines, study_markdown, summarize_study, summary_metrics
 from sstkd.evaluation.texture_transfer import stage1_features, texture_transfer
 from sstkd.study import split_model_name
@@ -64,6 +66,7 @@ def evaluate_models(training_cache: dict, dataset_info: dict, evaluation: dict, 
         cost = costs[same_network]
         results[name] = {"role": payload.get("role", "student"), "architecture": _architecture(payload),
                          "metrics": metrics, "cost": cost, "best_val_miou": payload.get("best_val_miou"),
+                         "val_miou_curve": payload.get("val_miou_curve"),
                          "mlflow_run_id": payload.get("mlflow_run_id", ""),
                          "fingerprint": payload.get("fingerprint", "")}
         # in the report's unit: metrics in percent (the cost keeps its own units)
@@ -121,7 +124,8 @@ def build_report(evaluation_results: dict, dataset_info: dict, texture_transfer_
     summary = summarize_study(table, params.references, params.confidence)
     transfer = transfer_table(texture_transfer_results)
     transfer_summary = transfer_by_method(transfer)
-    section = study_markdown(summary)
+    checks = sanity_checks(table, evaluation_results, transfer, summary, params.sanity)
+    section = sanity_markdown(checks) + "\n" + study_markdown(summary)
     markdown = report_markdown(table, evaluation_results, dataset_info["classes"],
                                f"SSTKD study on {dataset_info['layout']} ({dataset_info['root']})", section)
     markdown += transfer_markdown(transfer)
@@ -137,6 +141,9 @@ def build_report(evaluation_results: dict, dataset_info: dict, texture_transfer_
         tracking.log_metrics({k: v for k, v in values.items() if v is not None}, prefix=f"study.{method}.")
     tracking.set_tags({f"study.{row['method']}.vs_{row['reference']}.{row['metric']}": row["verdict"]
                        for _, row in summary.comparisons.iterrows()})
+    tracking.set_tags({f"sanity.{check.key}": check.status for check in checks})
+    log.info("Sanity checks: %s", "; ".join(f"{c.check}: {c.status}" + ("" if math.isnan(c.value) else f" ({c.value:+.2f})")
+                                            for c in checks))
     log.info("The study (test metrics in %%; mean ± std [%g%% interval] over seeds %s):\n%s",
              100 * params.confidence, summary.seeds, "\n".join(study_lines(summary)))
     return (table, markdown, metrics, summary.methods, summary.comparisons,

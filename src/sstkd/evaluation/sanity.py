@@ -1,0 +1,133 @@
+"""Sanity checks a study must pass before its verdicts mean anything, shown first in its report.
+
+A comparison of distillation methods is only a study of distillation when
+* the **students converge**: the baseline's validation mIoU gains less than ``max_last_quarter_gain`` points over
+  the last quarter of its schedule (the best epoch of the last quarter over the epoch before it, mean over seeds);
+* the **teacher is worth distilling**: its test mIoU is at least ``min_teacher_margin`` points above the baseline's
+  mean, and its stage-1 linear probe at least ``min_probe_margin`` points above the baseline's (texture knowledge
+  the student lacks);
+* the **most reliable published result holds**: plain pixel KD (``kd_method``) is not detectably worse than the
+  baseline (paired over seeds), as in every published table.
+A check that cannot be computed (no such row, one seed, no recorded curve) is "not measured", never a pass.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from sstkd.evaluation.study_summary import StudySummary
+
+PASS, FAIL, NOT_MEASURED = "pass", "FAIL", "not measured"
+
+
+class SanityConfig(BaseModel):
+    """``study.sanity``: the thresholds of the checks (points of mIoU or of probe accuracy, in percent)."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_last_quarter_gain: float = Field(1.0, ge=0)
+    min_teacher_margin: float = 8.0
+    min_probe_margin: float = 2.0
+    kd_method: str = "pixel_kd"
+
+
+@dataclass(frozen=True)
+class SanityCheck:
+    key: str  # a name MLflow accepts as a tag (`sanity.<key>`)
+    check: str
+    value: float
+    threshold: str
+    status: str
+    detail: str
+
+
+def last_quarter_gain(curve: list[float]) -> float:
+    """Points of mIoU (``curve`` in fractions) gained over the last quarter of a schedule: the best of the last
+    ⌈n/4⌉ epochs minus the epoch just before them. NaN for a curve too short to have a quarter before its end."""
+    quarter = math.ceil(len(curve) / 4)
+    if len(curve) < 2 or quarter >= len(curve):
+        return math.nan
+    return 100 * (max(curve[-quarter:]) - curve[-quarter - 1])
+
+
+def _status(passed: bool | None) -> str:
+    return NOT_MEASURED if passed is None else PASS if passed else FAIL
+
+
+def sanity_checks(per_model: pd.DataFrame, results: dict[str, dict], transfer: pd.DataFrame, summary: StudySummary,
+                  config: SanityConfig) -> list[SanityCheck]:
+    """The checks of the module docstring. ``per_model``: :func:`~sstkd.evaluation.report.report_table` (percent);
+    ``results``: the evaluation results (each model's ``val_miou_curve``); ``transfer``: the texture-transfer table
+    (``probe_accuracy`` in percent); ``summary``: the study's paired comparisons."""
+    baseline = summary.baseline
+    students = per_model[(per_model["role"] == "student") & (per_model["method"] == baseline)]
+    teachers = per_model[per_model["role"] == "teacher"]
+    checks = []
+
+    curves = [results[model].get("val_miou_curve") for model in students["model"]]
+    gains = [last_quarter_gain(curve) for curve in curves if curve]
+    gains = [gain for gain in gains if not math.isnan(gain)]
+    gain = sum(gains) / len(gains) if gains else math.nan
+    checks.append(SanityCheck(
+        "convergence", "students converge", gain, f"{baseline}'s val mIoU gain over the last quarter < {config.max_last_quarter_gain:g}",
+        _status(None if not gains else gain < config.max_last_quarter_gain),
+        f"mean over {len(gains)} seed(s); per seed " + ", ".join(f"{g:+.2f}" for g in gains) if gains else
+        f"no recorded validation curve of {baseline} (models trained before curves were kept, or no {baseline} row)"))
+
+    baseline_miou = float(students["miou"].mean()) if len(students) else math.nan
+    teacher_miou = float(teachers["miou"].iloc[0]) if len(teachers) else math.nan
+    margin = teacher_miou - baseline_miou
+    checks.append(SanityCheck(
+        "teacher_margin", "teacher above the baseline", margin, f"teacher − {baseline} test mIoU ≥ {config.min_teacher_margin:g}",
+        _status(None if math.isnan(margin) else margin >= config.min_teacher_margin),
+        f"teacher {teacher_miou:.2f}, {baseline} {baseline_miou:.2f} (mean over {len(students)} seed(s))"
+        if not math.isnan(margin) else f"no teacher or no {baseline} row"))
+
+    probes = transfer.set_index("model")["probe_accuracy"] if not transfer.empty else pd.Series(dtype=float)
+    baseline_probes = [float(probes[model]) for model in students["model"] if model in probes.index]
+    teacher_probe = float(probes["teacher"]) if "teacher" in probes.index else math.nan
+    probe_margin = teacher_probe - (sum(baseline_probes) / len(baseline_probes) if baseline_probes else math.nan)
+    checks.append(SanityCheck(
+        "teacher_probe_margin", "teacher's stage 1 holds more texture", probe_margin,
+        f"teacher − {baseline} stage-1 probe accuracy ≥ {config.min_probe_margin:g}",
+        _status(None if math.isnan(probe_margin) else probe_margin >= config.min_probe_margin),
+        f"teacher {teacher_probe:.2f}%, {baseline} {teacher_probe - probe_margin:.2f}%" if not math.isnan(probe_margin)
+        else "no texture-transfer probe of the teacher or the baseline"))
+
+    pairs = summary.comparisons
+    pair = pairs[(pairs["method"] == config.kd_method) & (pairs["reference"] == baseline) & (pairs["metric"] == "miou")]
+    if pair.empty or math.isnan(float(pair["ci_low"].iloc[0])):
+        difference = float(pair["difference_mean"].iloc[0]) if not pair.empty else math.nan
+        checks.append(SanityCheck(
+            "kd_not_worse", f"{config.kd_method} not worse than {baseline}", difference, "paired interval not below 0",
+            NOT_MEASURED, f"no {config.kd_method} row" if pair.empty else "one shared seed: no interval"))
+    else:
+        row = pair.iloc[0]
+        checks.append(SanityCheck(
+            "kd_not_worse", f"{config.kd_method} not worse than {baseline}", float(row["difference_mean"]),
+            "paired interval not below 0", _status(row["verdict"] != "worse"),
+            f"Δ mIoU {row['difference_mean']:+.2f} [{row['ci_low']:+.2f}, {row['ci_high']:+.2f}], {row['verdict']} "
+            f"({int(row['seeds'])} seeds)"))
+    return checks
+
+
+def sanity_markdown(checks: list[SanityCheck]) -> str:
+    """The report's first section: the checks, and a warning above the verdicts when one fails."""
+    failed = [c.check for c in checks if c.status == FAIL]
+    unmeasured = [c.check for c in checks if c.status == NOT_MEASURED]
+    lines = ["## Sanity checks (before any verdict)", ""]
+    if failed:
+        lines += [f"**Failed: {'; '.join(failed)}. The verdicts below describe this regime, not distillation in "
+                  "general: read them with that in mind.**", ""]
+    elif unmeasured:
+        lines += [f"Not measured: {'; '.join(unmeasured)}.", ""]
+    else:
+        lines += ["Every check passes.", ""]
+    lines += ["| check | value | threshold | status | detail |", "|---|---|---|---|---|"]
+    for check in checks:
+        value = "" if math.isnan(check.value) else f"{check.value:+.2f}"
+        lines.append(f"| {check.check} | {value} | {check.threshold} | {check.status} | {check.detail} |")
+    return "\n".join(lines) + "\n"

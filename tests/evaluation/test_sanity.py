@@ -1,0 +1,77 @@
+import math
+
+import pandas as pd
+import pytest
+from scipy import stats
+
+from sstkd.evaluation.sanity import (
+    FAIL,
+    NOT_MEASURED,
+    PASS,
+    SanityConfig,
+    last_quarter_gain,
+    sanity_checks,
+    sanity_markdown,
+)
+from sstkd.evaluation.study_summary import summarize_study
+from sstkd.study import model_name
+
+BASELINE = {0: 60.0, 1: 62.0, 2: 61.0}
+CURVES = {0: [0.2, 0.4, 0.5, 0.55, 0.58, 0.595, 0.6, 0.6], 1: [0.3, 0.5, 0.55, 0.6, 0.6, 0.615, 0.62, 0.618],
+          2: [0.1, 0.3, 0.5, 0.56, 0.59, 0.6, 0.602, 0.604]}
+
+
+def _study(pixel_kd: dict[int, float], teacher: float = 75.0, teacher_probe: float = 84.0):
+    rows = [{"model": "teacher", "method": "teacher", "seed": None, "role": "teacher", "miou": teacher,
+             "boundary_fscore": 30.0}]
+    results = {"teacher": {"val_miou_curve": [0.7]}}
+    probes = [{"model": "teacher", "probe_accuracy": teacher_probe}]
+    for method, by_seed in (("baseline", BASELINE), ("pixel_kd", pixel_kd)):
+        for seed, miou in by_seed.items():
+            name = model_name(method, seed)
+            rows.append({"model": name, "method": method, "seed": seed, "role": "student", "miou": miou,
+                         "boundary_fscore": miou / 2})
+            results[name] = {"val_miou_curve": CURVES[seed]}
+            probes.append({"model": name, "probe_accuracy": 80.0 + seed})
+    per_model = pd.DataFrame(rows)
+    return per_model, results, pd.DataFrame(probes), summarize_study(per_model, ["baseline"])
+
+
+def test_each_check_equals_its_direct_computation():
+    per_model, results, probes, summary = _study({0: 61.0, 1: 63.5, 2: 61.5})
+    checks = {c.check: c for c in sanity_checks(per_model, results, probes, summary, SanityConfig())}
+    # convergence: best of the last ceil(8/4) = 2 epochs minus the epoch before them, in points, mean over seeds
+    gains = [100 * (max(curve[-2:]) - curve[-3]) for curve in CURVES.values()]
+    assert checks["students converge"].value == pytest.approx(sum(gains) / 3)
+    assert checks["students converge"].status == PASS  # (0.5 + 0.5 + 0.4) / 3 < 1
+    assert checks["teacher above the baseline"].value == pytest.approx(75.0 - 61.0)
+    assert checks["teacher's stage 1 holds more texture"].value == pytest.approx(84.0 - 81.0)
+    differences = [61.0 - 60.0, 63.5 - 62.0, 61.5 - 61.0]
+    low = sum(differences) / 3 - stats.t.ppf(0.975, 2) * stats.tstd(differences) / math.sqrt(3)
+    kd = checks["pixel_kd not worse than baseline"]
+    assert kd.value == pytest.approx(1.0) and kd.status == PASS and f"{low:+.2f}" in kd.detail
+    assert all(c.status == PASS for c in checks.values())
+    assert "Every check passes." in sanity_markdown(list(checks.values()))
+
+
+def test_failures_are_named_first_and_missing_evidence_is_never_a_pass():
+    per_model, results, probes, summary = _study({0: 50.0, 1: 51.5, 2: 49.0}, teacher=66.0, teacher_probe=81.5)
+    strict = SanityConfig(max_last_quarter_gain=0.3)
+    checks = {c.check: c for c in sanity_checks(per_model, results, probes, summary, strict)}
+    assert checks["students converge"].status == FAIL
+    assert checks["teacher above the baseline"].status == FAIL  # 66 - 61 = 5 < 8
+    assert checks["teacher's stage 1 holds more texture"].status == FAIL  # 81.5 - 81 < 2
+    assert checks["pixel_kd not worse than baseline"].status == FAIL  # -10.83, interval below 0
+    text = sanity_markdown(list(checks.values()))
+    assert text.index("**Failed:") < text.index("| check |")
+    assert "pixel_kd not worse than baseline" in text.split("| check |")[0]
+    for model in results:
+        results[model]["val_miou_curve"] = None  # models trained before curves were recorded
+    unmeasured = sanity_checks(per_model, results, probes.iloc[:0], summary, SanityConfig(kd_method="cwd"))
+    assert [c.status for c in unmeasured if c.check != "teacher above the baseline"] == [NOT_MEASURED] * 3
+
+
+def test_last_quarter_gain_of_short_and_flat_curves():
+    assert last_quarter_gain([0.5, 0.5, 0.5, 0.5]) == 0.0
+    assert last_quarter_gain([0.1, 0.2, 0.3, 0.4, 0.5]) == pytest.approx(20.0)  # ceil(5/4) = 2: max(.4,.5) - .3
+    assert math.isnan(last_quarter_gain([0.5]))
