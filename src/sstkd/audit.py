@@ -17,19 +17,10 @@ import signal
 import sys
 from pathlib import Path
 
-import yaml
+from sstkd.store import default_tracking_uri
 
 LINEAGE_TAGS = ("git.commit", "git.dirty", "data.fingerprint", "data.layout", "data.root", "kedro.pipeline",
                 "kedro.env", "sstkd.role", "sstkd.fingerprint", "sstkd.teacher_run_id")
-
-
-def default_tracking_uri(project: Path = Path(".")) -> str:
-    config = project / "conf" / "base" / "mlflow.yml"
-    if config.exists():
-        uri = (yaml.safe_load(config.read_text()) or {}).get("server", {}).get("mlflow_tracking_uri")
-        if uri:
-            return uri
-    return "sqlite:///mlflow.db"
 
 
 def _client(uri: str):

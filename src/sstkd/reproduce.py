@@ -16,6 +16,8 @@ from pathlib import Path
 
 import yaml
 
+from sstkd.store import default_tracking_uri
+
 PARENT_RUN_VARIABLE = "SSTKD_PARENT_RUN_ID"
 
 
@@ -33,8 +35,6 @@ def project_root(start: Path) -> Path:
 
 def tracking_uri(project: Path) -> str:
     """The store the stages log to (``sstkd``'s default store), a relative sqlite path taken from the project."""
-    from sstkd.audit import default_tracking_uri
-
     uri = default_tracking_uri(project)
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         uri = f"sqlite:///{project / uri[len('sqlite:///'):]}"
