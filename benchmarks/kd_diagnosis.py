@@ -38,6 +38,7 @@ from sstkd.catalog.datasets import ArrayCacheDataset, PretrainedBackbonesDataset
 from sstkd.config import student_settings
 from sstkd.evaluation.calibration import CalibrationMeter
 from sstkd.evaluation.evaluate import evaluate_network
+from sstkd.evaluation.sanity import last_quarter_gain
 from sstkd.pipelines.common import with_pretrained_weights
 from sstkd.training.checkpoint import load_checkpoint
 from sstkd.training.diagnostics import (
@@ -135,8 +136,8 @@ def train(args) -> None:
                 if uses_teacher and teacher is None:
                     raise SystemExit(f"{label}: needs a teacher, and {args.data_root}/06_models/teacher.pt does not "
                                      "exist yet: run the teacher stage first")
-                network_config = with_pretrained_weights(student.network, study["pretrained"],
-                                                         "distillation.student.network")
+                network_config, _ = with_pretrained_weights(student.network, study["pretrained"],
+                                                            "distillation.student.network")
                 started = time.perf_counter()
                 payload, result = train_network(
                     method, study["cache"], study["info"], study["statistics"], network_config, losses, config,
@@ -242,11 +243,7 @@ def report(args) -> None:
     lines = ["| row | epochs | seeds | test mIoU | precise-BN test mIoU | best epoch | val mIoU, last quarter gain | "
              "KL eval | KL train mode | KL precise BN | s / student |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for (row, epochs), group in groups.items():
-        gains = []
-        for record in group:
-            curve = [h["val_miou"] for h in record["history"]]
-            quarter = max(1, len(curve) // 4)
-            gains.append(100 * (curve[-1] - curve[-1 - quarter]) if len(curve) > quarter else float("nan"))
+        gains = [last_quarter_gain([h["val_miou"] for h in record["history"]]) for record in group]  # the report's
         lines.append(
             f"| {row} | {epochs} | {' '.join(str(r['seed']) for r in group)} | "
             f"{_mean_std([r['test_miou'] for r in group])} | {_mean_std([r['precise_bn_test_miou'] for r in group])} | "

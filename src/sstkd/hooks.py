@@ -162,7 +162,8 @@ def _check_dataset_root_is_used(context, parameters: dict) -> None:
 
 # `--params` keys that change no model: choosing methods, the report, how training runs (not what it makes).
 _MODEL_NEUTRAL_PARAMS = ("data_root", "dataset_root", "use_sbd_aug", "distillation.run", "evaluation", "study",
-                         *(f"training.{key}" for key in RUN_ONLY_TRAINING_KEYS))
+                         *(f"training.{key}" for key in RUN_ONLY_TRAINING_KEYS),
+                         "pretraining.training.progress", "pretraining.checkpoint_root")
 
 
 def _check_params_keep_the_study(context, pipeline, catalog) -> None:

@@ -107,9 +107,13 @@ def test_the_report_opens_with_sanity_checks_computed_from_the_study_itself(proj
                                                                      "probe_accuracy"].mean()
     assert f"| teacher's stage 1 holds more texture | {probe:+.2f} |" in markdown
     curves = [load_checkpoint(root / f"06_models/students/baseline/seed_{seed}.pt")["val_miou_curve"] for seed in (0, 1)]
+    results = json.loads((root / "07_model_output/evaluation_results.json").read_text())
+    assert [results[f"baseline.seed_{seed}"]["val_miou_curve"] for seed in (0, 1)] == curves  # the report's input
+    history = json.loads((root / "07_model_output/histories/baseline/seed_0.json").read_text())
+    assert curves[0] == [record["val_miou"] for record in history]
     assert all(len(curve) == 1 for curve in curves)  # one epoch: no last quarter to measure
     assert all(np.isnan(last_quarter_gain(curve)) for curve in curves)
-    assert "| students converge |  |" in markdown and "| not measured |" in markdown
+    assert "| students converge |  |" in markdown and "trained 1 epoch(s): too few to have a last quarter" in markdown
     pixel_kd = [line for line in markdown.splitlines() if line.startswith("| pixel_kd not worse than baseline |")]
     assert len(pixel_kd) == 1 and "(2 seeds)" in pixel_kd[0]
 

@@ -36,11 +36,16 @@ def test_the_teacher_and_students_start_from_the_stage_weights_recorded_in_their
         payload = load_checkpoint(project / "data/tiny/06_models" / model)
         assert payload["network"]["backbone_weights"] == record["path"]
         assert payload["lineage"]["parameters"]["network"]["backbone_weights"] == record["path"]
+        assert payload["lineage"]["pretrained_backbone"]["sha256"] == record["sha256"]
+        assert payload["lineage"]["pretrained_backbone"]["mlflow_run_id"] == record["mlflow_run_id"]
     with sqlite3.connect(project / "mlflow.db") as db:
         runs = db.execute("select run_uuid from tags where key = 'sstkd.model' and value = 'pretraining.resnet10'")
         assert [row[0] for row in runs] == [record["mlflow_run_id"]]
         steps = db.execute("select count(*) from metrics where run_uuid = ? and key = 'val_accuracy'",
                            (record["mlflow_run_id"],)).fetchone()[0]
+        started_from = db.execute("select count(*) from tags where key = 'sstkd.pretraining_run_id' and value = ?",
+                                  (record["mlflow_run_id"],)).fetchone()[0]
+    assert started_from == 3  # the teacher's and both students' runs name the weights' run
     assert steps == 2  # one per epoch
 
 

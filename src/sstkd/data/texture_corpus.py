@@ -17,6 +17,8 @@ import numpy as np
 
 from sstkd.data.noise import smooth_noise
 
+# Bump when a generator changes what it draws: weights pretrained on an older corpus then no longer count as up to date.
+CORPUS_VERSION = 1
 _GABOR_ANGLES = (0, 30, 60, 90, 120, 150)
 CORPUS_CLASSES = (
     *(f"gabor_{angle}" for angle in _GABOR_ANGLES),

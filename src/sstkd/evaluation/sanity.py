@@ -2,7 +2,7 @@
 
 A comparison of distillation methods is only a study of distillation when
 * the **students converge**: the baseline's validation mIoU gains less than ``max_last_quarter_gain`` points over
-  the last quarter of its schedule (the best epoch of the last quarter over the epoch before it, mean over seeds);
+  the last quarter of its schedule (the best epoch of the last quarter over the best before it, mean over seeds);
 * the **teacher is worth distilling**: its test mIoU is at least ``min_teacher_margin`` points above the baseline's
   mean, and its stage-1 linear probe at least ``min_probe_margin`` points above the baseline's (texture knowledge
   the student lacks);
@@ -45,12 +45,13 @@ class SanityCheck:
 
 
 def last_quarter_gain(curve: list[float]) -> float:
-    """Points of mIoU (``curve`` in fractions) gained over the last quarter of a schedule: the best of the last
-    ⌈n/4⌉ epochs minus the epoch just before them. NaN for a curve too short to have a quarter before its end."""
+    """Points of mIoU (``curve`` in fractions) that the last quarter of a schedule added to the best model: the
+    best of the last ⌈n/4⌉ epochs minus the best before them (what best-model selection gained by training that
+    long; a noisy but flat curve gains nothing). NaN for a curve too short to have epochs before its last quarter."""
     quarter = math.ceil(len(curve) / 4)
     if len(curve) < 2 or quarter >= len(curve):
         return math.nan
-    return 100 * (max(curve[-quarter:]) - curve[-quarter - 1])
+    return 100 * (max(curve[-quarter:]) - max(curve[:-quarter]))
 
 
 def _status(passed: bool | None) -> str:
@@ -68,14 +69,19 @@ def sanity_checks(per_model: pd.DataFrame, results: dict[str, dict], transfer: p
     checks = []
 
     curves = [results[model].get("val_miou_curve") for model in students["model"]]
-    gains = [last_quarter_gain(curve) for curve in curves if curve]
-    gains = [gain for gain in gains if not math.isnan(gain)]
+    recorded = [curve for curve in curves if curve]
+    gains = [gain for gain in map(last_quarter_gain, recorded) if not math.isnan(gain)]
     gain = sum(gains) / len(gains) if gains else math.nan
+    if gains:
+        detail = f"mean over {len(gains)} seed(s); per seed " + ", ".join(f"{g:+.2f}" for g in gains)
+    elif recorded:
+        detail = f"{baseline} trained {max(map(len, recorded))} epoch(s): too few to have a last quarter"
+    else:
+        detail = f"no recorded validation curve of {baseline} (no {baseline} row, or models trained before curves were kept)"
     checks.append(SanityCheck(
-        "convergence", "students converge", gain, f"{baseline}'s val mIoU gain over the last quarter < {config.max_last_quarter_gain:g}",
-        _status(None if not gains else gain < config.max_last_quarter_gain),
-        f"mean over {len(gains)} seed(s); per seed " + ", ".join(f"{g:+.2f}" for g in gains) if gains else
-        f"no recorded validation curve of {baseline} (models trained before curves were kept, or no {baseline} row)"))
+        "convergence", "students converge", gain,
+        f"{baseline}'s val mIoU gain over the last quarter < {config.max_last_quarter_gain:g}",
+        _status(None if not gains else gain < config.max_last_quarter_gain), detail))
 
     baseline_miou = float(students["miou"].mean()) if len(students) else math.nan
     teacher_miou = float(teachers["miou"].iloc[0]) if len(teachers) else math.nan

@@ -25,9 +25,11 @@ RECORD_FILE = "lineage.json"  # next to a model's last.pt: the record of the run
 
 def train_and_track(name: str, role: str, cache: dict, dataset_info: dict, statistics: dict,
                     network: NetworkConfig, losses: dict, training: TrainingConfig,
-                    teacher_payload: dict | None = None, tags: dict[str, str] | None = None
-                    ) -> tuple[dict, list[dict]]:
+                    teacher_payload: dict | None = None, tags: dict[str, str] | None = None,
+                    pretrained: dict | None = None) -> tuple[dict, list[dict]]:
     """Train ``name`` in a nested MLflow run (params, per-epoch metrics, the model) and return its payload.
+    ``pretrained``: the lineage of the pretraining stage's weights the network starts from (in the model's lineage
+    record, and its run as the tag ``sstkd.pretraining_run_id``).
 
     A model whose checkpoint already finished training with the same fingerprint is up to date: it is restored,
     keeps the record of the run that trained it, and nothing new is logged (no nested run, no model copy).
@@ -46,6 +48,8 @@ def train_and_track(name: str, role: str, cache: dict, dataset_info: dict, stati
 
     tags = {"sstkd.role": role, "sstkd.model": name, "data.fingerprint": dataset_info.get("fingerprint", ""),
             **tracking.git_state(), **tracking.dvc_hashes(), **(tags or {})}
+    if pretrained is not None:
+        tags["sstkd.pretraining_run_id"] = pretrained.get("mlflow_run_id") or ""
     if teacher_payload is not None:
         tags["sstkd.teacher_run_id"] = teacher_payload.get("mlflow_run_id", "")
         tags["sstkd.teacher_fingerprint"] = teacher_payload.get("fingerprint", "")
@@ -65,7 +69,8 @@ def train_and_track(name: str, role: str, cache: dict, dataset_info: dict, stati
             log_epoch(record["epoch"], record)
         payload["role"] = role
         payload["mlflow_run_id"] = run_id or ""
-        payload["lineage"] = lineage_record(payload, network, losses, training, teacher_payload)
+        payload["lineage"] = lineage_record(payload, network, losses, training, teacher_payload) | {
+            "pretrained_backbone": pretrained}
         tracking.log_metrics(tracking.in_percent({"best_val_miou": payload["best_val_miou"],
                                                   "best_epoch": payload["best_epoch"]}))
         if run_id:
@@ -77,17 +82,22 @@ def train_and_track(name: str, role: str, cache: dict, dataset_info: dict, stati
     return payload, history
 
 
-def with_pretrained_weights(network: NetworkConfig, pretrained_backbones: dict | None, where: str) -> NetworkConfig:
+def with_pretrained_weights(network: NetworkConfig, pretrained_backbones: dict | None, where: str
+                            ) -> tuple[NetworkConfig, dict | None]:
     """``network`` with ``backbone_weights: pretrained`` replaced by the pretraining stage's file for its backbone
-    (whose name carries the weights' hash, so the model's fingerprint follows the weights); others unchanged."""
+    (whose name carries the weights' hash, so the model's fingerprint follows the weights), and the lineage of those
+    weights (backbone, sha256, fingerprint, MLflow run, validation accuracy); others unchanged, with ``None``."""
     if network.backbone_weights != PRETRAINED:
-        return network
+        return network, None
     records = (pretrained_backbones or {}).get("backbones", {})
     if network.backbone not in records:
         raise ValueError(f"{where}.backbone_weights: pretrained, but the pretraining stage has no {network.backbone} "
                          f"weights (it has {sorted(records)}); add {network.backbone} to pretraining.backbones and "
                          "run `kedro run --pipelines pretraining`")
-    return network.model_copy(update={"backbone_weights": records[network.backbone]["path"]})
+    record = records[network.backbone]
+    lineage = {key: record.get(key) for key in ("backbone", "file", "sha256", "fingerprint", "mlflow_run_id",
+                                                "val_accuracy", "git_commit")}
+    return network.model_copy(update={"backbone_weights": record["path"]}), lineage
 
 
 def lineage_record(payload: dict, network: NetworkConfig, losses: dict, training: TrainingConfig,

@@ -40,7 +40,9 @@ def term_gradient_norms(student: nn.Module, criterion: DistillationCriterion, te
     through the network or directly as the texture terms do), and over the student's parameters; the cosine is
     between the term's parameter gradient and the cross-entropy's. The student and criterion are deep-copied and run
     in train mode, as in a training step, so the real ones' BatchNorm statistics, adapters and critic, and the
-    global random state, are left as they were.
+    global CPU random state, are left as they were (the loop reseeds every epoch, so a probe between epochs could
+    not change a run through the random state anyway; CUDA's generator is not forked). The measurement is in fp32,
+    without the loop's bf16 autocast; the teacher is moved to the student's device.
     """
     student, criterion = copy.deepcopy(student).train(), copy.deepcopy(criterion)
     device = next(student.parameters()).device
@@ -49,7 +51,7 @@ def term_gradient_norms(student: nn.Module, criterion: DistillationCriterion, te
         teacher_output = None
         if teacher is not None and criterion.needs_teacher:
             with torch.no_grad():
-                teacher_output = teacher.eval()(images)
+                teacher_output = teacher.to(device).eval()(images)
         output = student(images)
         _, values = criterion(output, teacher_output, {"images": images, "masks": masks})
         parameters = [p for p in student.parameters() if p.requires_grad]
@@ -116,6 +118,8 @@ def pixel_kl(student: nn.Module, teacher: nn.Module, images: torch.Tensor, tempe
     modes (eval mode: running statistics; train mode: the batch's, on a copy so the running ones stay)."""
     if student.training:
         student = copy.deepcopy(student)
+    device = next(student.parameters()).device
+    images = images.to(device)
     log_p_student = F.log_softmax(student(images).logits.float() / temperature, dim=1)
-    log_p_teacher = F.log_softmax(teacher(images).logits.float() / temperature, dim=1)
+    log_p_teacher = F.log_softmax(teacher.to(device)(images).logits.float() / temperature, dim=1)
     return float((log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(1).mean())

@@ -15,9 +15,8 @@ def train_student(training_cache: dict, dataset_info: dict, dataset_statistics: 
     check_cache_matches_info(training_cache, dataset_info)
     losses = {name: dict(options or {}) for name, options in method_params.losses.items()}
     needs_teacher = any(name != "cross_entropy" for name in losses)
+    network, pretrained = with_pretrained_weights(student_params.network, pretrained_backbones,
+                                                  "distillation.student.network")
     return train_and_track(model_name(method_name, seed), "student", training_cache, dataset_info,
-                           dataset_statistics,
-                           with_pretrained_weights(student_params.network, pretrained_backbones,
-                                                   "distillation.student.network"), losses, config,
-                           teacher_model if needs_teacher else None,
-                           tags={"sstkd.method": method_name, "sstkd.seed": str(seed)})
+                           dataset_statistics, network, losses, config, teacher_model if needs_teacher else None,
+                           tags={"sstkd.method": method_name, "sstkd.seed": str(seed)}, pretrained=pretrained)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sstkd import tracking
 from sstkd.config import PretrainingParams, validate
-from sstkd.data.texture_corpus import CORPUS_CLASSES, texture_corpus
+from sstkd.data.texture_corpus import CORPUS_CLASSES, CORPUS_VERSION, texture_corpus
 from sstkd.training.checkpoint import atomic_save, load_checkpoint
 from sstkd.training.pretraining import pretrain_backbone
 from sstkd.training.recipe import fingerprint_of
@@ -25,6 +25,7 @@ VAL_OFFSET = 10_000_000  # the validation images' first index: disjoint from any
 def pretrain_backbones(pretraining: dict) -> dict:
     params = validate(PretrainingParams, pretraining, "pretraining")
     corpus_params = params.corpus.model_dump()
+    corpus_params |= {"version": CORPUS_VERSION}  # in every fingerprint: a changed generator retrains
     result = {"corpus": corpus_params | {"classes": list(CORPUS_CLASSES)}, "backbones": {}}
     corpus = None
     for backbone in params.backbones:

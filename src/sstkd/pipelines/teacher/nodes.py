@@ -21,9 +21,9 @@ def train_teacher(training_cache: dict, dataset_info: dict, dataset_statistics: 
     params, config = teacher_settings(training, teacher)
     check_cache_matches_info(training_cache, dataset_info)
     if params.checkpoint is None:
-        network = with_pretrained_weights(params.network, pretrained_backbones, "teacher.network")
+        network, pretrained = with_pretrained_weights(params.network, pretrained_backbones, "teacher.network")
         return train_and_track("teacher", "teacher", training_cache, dataset_info, dataset_statistics,
-                               network, params.losses, config)
+                               network, params.losses, config, pretrained=pretrained)
     source = f"teacher.checkpoint ({params.checkpoint})"
     if params.checkpoint_format == "sstkd":
         payload = load_checkpoint(params.checkpoint)
