@@ -30,3 +30,34 @@ def test_protocol_cost_times_every_row_of_the_env_and_orders_its_projections():
     assert len(seconds) == 3, result.stdout
     one_process, teacher_free, workers = seconds
     assert one_process > teacher_free > workers > 0  # KD rows spend time in the teacher; two workers halve them
+
+
+@pytest.mark.slow
+def test_kd_diagnosis_trains_probes_reports_and_measures_calibration_on_a_real_tiny_study(tmp_path):
+    """benchmarks/kd_diagnosis.py on a study that `kedro run` wrote (data and teacher of conf/tiny)."""
+    import json
+
+    from tests.pipelines.cli import copy_project, run
+
+    project = copy_project(tmp_path / "project")
+    run(project, "run", "--env", "tiny", "--pipelines", "data,teacher")
+    records = tmp_path / "records.jsonl"
+    script = [sys.executable, str(ROOT / "benchmarks/kd_diagnosis.py")]
+    common = ["--env", "tiny", "--data-root", "data/tiny"]
+    for command in ([*script, "train", *common, "--row", "kd_l1=pixel_kd:losses.pixel_kd.weight=1",
+                     "--epochs", "2", "--seeds", "0", "--records", str(records)],
+                    [*script, "calibration", *common, "--output", str(tmp_path / "calibration.md")],
+                    [*script, "report", "--records", str(records), "--output", str(tmp_path / "report")]):
+        result = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in records.read_text().splitlines()]
+    assert [(r["row"], r["method"], r["epochs"], r["seed"]) for r in rows] == [("kd_l1", "pixel_kd", 2, 0)]
+    kd = rows[0]
+    assert kd["overrides"] == [["losses.pixel_kd.weight", 1]] and len(kd["history"]) == 2
+    epoch = kd["history"][-1]
+    assert epoch["grad_pixel_kd_parameters"] > 0 and epoch["grad_cross_entropy_logits"] > 0
+    assert -1 <= epoch["grad_pixel_kd_cosine_to_cross_entropy"] <= 1 and epoch["weight_norm_batchnormed"] > 0
+    assert kd["kl_eval"] > 0 and 0 <= kd["test_miou"] <= 100 and 0 <= kd["precise_bn_test_miou"] <= 100
+    assert "| train crops | 1 |" in (tmp_path / "calibration.md").read_text()
+    assert "| kd_l1 | 2 | 0 |" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "report_curves.png").stat().st_size > 5000
