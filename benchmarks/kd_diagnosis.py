@@ -109,8 +109,7 @@ def epoch_probe(teacher, probe_batch, kl_crops):
         if teacher is None:
             return record
         evaluated = copy.deepcopy(student).eval()
-        record["kl_eval"] = statistics.mean(pixel_kl(evaluated, teacher, batch) for batch in kl_crops.split(16))
-        record["kl_train"] = statistics.mean(pixel_kl(student, teacher, batch) for batch in kl_crops.split(16))
+        record["kl_eval"], record["kl_train"] = mean_kl(evaluated, teacher, kl_crops), mean_kl(student, teacher, kl_crops)
         return record
     return probe
 
@@ -170,11 +169,15 @@ def train(args) -> None:
                     stream.write(json.dumps(record) + "\n")
 
 
+def mean_kl(model, teacher, crops: torch.Tensor) -> float:
+    """KL(teacher ‖ student) on the probe crops, in batches of 16, in ``model``'s current mode."""
+    return statistics.mean(pixel_kl(model, teacher, batch) for batch in crops.split(16))
+
+
 def _final_kl(network, precise, teacher, crops) -> dict:
     """KL(teacher ‖ student) of the selected model on the probe crops: eval mode, train mode, precise BN."""
-    def mean_kl(model) -> float:
-        return statistics.mean(pixel_kl(model, teacher, batch) for batch in crops.split(16))
-    values = {"kl_eval": mean_kl(network.eval()), "kl_train": mean_kl(network.train()), "kl_precise_bn": mean_kl(precise)}
+    values = {"kl_eval": mean_kl(network.eval(), teacher, crops), "kl_train": mean_kl(network.train(), teacher, crops),
+              "kl_precise_bn": mean_kl(precise, teacher, crops)}
     network.eval()
     return values
 

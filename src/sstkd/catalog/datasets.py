@@ -4,6 +4,7 @@ rename, :mod:`sstkd.atomic`); Kedro's own file datasets write in place, so the c
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -12,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from kedro.io import AbstractDataset, DatasetError
 
 from sstkd.atomic import replaced_directory, write_bytes_atomically
@@ -148,10 +150,6 @@ class PretrainedBackbonesDataset(AbstractDataset[dict, dict]):
         return manifest
 
     def save(self, data: dict) -> None:
-        import hashlib
-
-        import torch
-
         with replaced_directory(self._path, owner_file="manifest.json") as staging:
             backbones = {}
             for name, entry in data["backbones"].items():

@@ -99,7 +99,8 @@ class _StudentStep(nn.Module):
         return total, values, output
 
 
-def _poly(total_steps: int, power: float) -> Callable[[int], float]:
+def poly_decay(total_steps: int, power: float) -> Callable[[int], float]:
+    """The paper's learning-rate factor at a step: (1 − step / total)^power, for ``LambdaLR``."""
     return lambda step: max(0.0, 1 - step / max(total_steps, 1)) ** power
 
 
@@ -245,7 +246,7 @@ def train_segmenter(
     if steps_per_epoch < 1:
         raise ValueError(f"{name}: the training split has {len(train_set)} samples, fewer than one batch of "
                          f"{config.batch_size}; lower training.batch_size")
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _poly(steps_per_epoch * config.epochs, config.poly_power))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_decay(steps_per_epoch * config.epochs, config.poly_power))
 
     history: list[dict] = []
     best_miou, best_epoch, best_state = -math.inf, -1, None

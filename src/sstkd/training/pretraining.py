@@ -23,6 +23,7 @@ from torchvision.models import resnet
 from tqdm.auto import tqdm
 
 from sstkd.models.backbones import RESNET_DEPTHS, deep_stem_resnet
+from sstkd.training.loop import poly_decay
 from sstkd.training.seeding import epoch_seed, seed_everything
 
 log = logging.getLogger(__name__)
@@ -106,8 +107,7 @@ def pretrain_backbone(backbone: str, corpus: dict, config: PretrainingConfig, na
                          f"{config.batch_size}; lower pretraining.training.batch_size")
     optimizer = torch.optim.SGD(network.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
-    total = steps * config.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / total) ** config.poly_power)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_decay(steps * config.epochs, config.poly_power))
     history = []
     for epoch in range(config.epochs):
         generator = torch.Generator().manual_seed(epoch_seed(config.seed, epoch))

@@ -28,6 +28,7 @@ def pretrain_backbones(pretraining: dict) -> dict:
     corpus_params |= {"version": CORPUS_VERSION}  # in every fingerprint: a changed generator retrains
     result = {"corpus": corpus_params | {"classes": list(CORPUS_CLASSES)}, "backbones": {}}
     corpus = None
+    git = tracking.git_state()  # one lookup per run, for every backbone's tags and record
     for backbone in params.backbones:
         name = f"pretraining.{backbone}"
         fingerprint = fingerprint_of(name, corpus_params, params.training.model_dump(exclude={"progress"}))
@@ -45,14 +46,13 @@ def pretrain_backbones(pretraining: dict) -> dict:
                                               params.corpus.image_size),
                       "val": texture_corpus(params.corpus.seed, params.corpus.val_per_class, params.corpus.image_size,
                                             offset=VAL_OFFSET)}
-        tags = {"sstkd.role": "pretraining", "sstkd.model": name, **tracking.git_state(), **tracking.dvc_hashes()}
+        tags = {"sstkd.role": "pretraining", "sstkd.model": name, **git, **tracking.dvc_hashes()}
         with tracking.nested_run(name, tags) as run_id:
             tracking.log_params({"backbone": backbone, "corpus": corpus_params,
                                  "training": params.training.model_dump()})
             state, history = pretrain_backbone(backbone, corpus, params.training, name=name,
                                                callbacks=[tracking.epoch_logger()])
             tracking.log_metrics({"final_val_accuracy": history[-1]["val_accuracy"]})
-        git = tracking.git_state()
         record = {"backbone": backbone, "fingerprint": fingerprint, "mlflow_run_id": run_id or "",
                   "val_accuracy": history[-1]["val_accuracy"], "epochs": len(history), "history": history,
                   "git_commit": git["git.commit"], "git_dirty": git["git.dirty"],
