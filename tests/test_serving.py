@@ -1,6 +1,12 @@
-"""A logged model serves: loaded back through MLflow, it labels raw uint8 images of any batch and size."""
+"""A logged model serves: loaded back through MLflow, it labels raw uint8 images of any batch and size; its
+requirements are exactly what it imports, pinned as the project pins them, and its environment builds from them."""
 
+import json
+import re
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -60,3 +66,78 @@ def test_a_logged_model_is_registered_by_dataset_and_method_with_installable_req
     assert "sstkd==" not in pins and "torch==" in pins
     local = mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / "served"))
     assert any(path.name == "sstkd" for path in (tmp_path / "served" / "model" / "code").iterdir()), local
+
+
+ROOT = Path(__file__).resolve().parents[1]
+PREDICT = """
+import json, sys
+import mlflow.pyfunc, numpy as np
+model = mlflow.pyfunc.load_model(sys.argv[1])
+labels = model.predict(np.random.default_rng(0).integers(0, 256, (2, 40, 56, 3), dtype=np.uint8))
+served = [m for m in sys.modules if m == "sstkd" or m.startswith("sstkd.")]
+print(json.dumps({"labels": labels.tolist(), "files": [sys.modules[m].__file__ for m in served],
+                  "torch": __import__("torch").__file__}))
+"""
+
+
+def _requirements(uri: str) -> dict[str, str]:
+    lines = Path(mlflow.pyfunc.get_model_dependencies(uri)).read_text().split()
+    return dict(line.partition("==")[::2] for line in lines)
+
+
+def _imported_distributions(files: list[str]) -> set[str]:
+    """The third-party distributions the given modules import (top level or inside functions)."""
+    import ast
+    from importlib.metadata import packages_distributions
+
+    names = set()
+    for file in files:
+        for node in ast.walk(ast.parse(Path(file).read_text())):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    owners = packages_distributions()
+    third_party = names - set(sys.stdlib_module_names) - {"sstkd", "__future__"}
+    return {owners[name][0].lower() for name in third_party}
+
+
+def test_the_requirements_are_what_the_served_code_imports_pinned_as_the_lock_pins_them(logged_model):
+    uri, _, _ = logged_model
+    pins = _requirements(uri)
+    assert "cityscapesscripts" not in pins and "sstkd" not in pins
+    run = subprocess.run([sys.executable, "-c", PREDICT, uri], capture_output=True, text=True, check=True)
+    loaded = json.loads(run.stdout.splitlines()[-1])["files"]
+    served_code = [file for file in loaded if "/code/sstkd/" in file]  # the copy that travels with the model
+    assert served_code and len(served_code) == len(loaded), loaded
+    imported = _imported_distributions(served_code)
+    imported = {"mlflow" if name.startswith("mlflow") else name for name in imported}
+    assert imported == set(pins), (imported, pins)
+    lock = dict(re.findall(r"^([a-z0-9_.-]+)==([^\s]+)", (ROOT / "requirements.lock").read_text(), re.MULTILINE))
+    assert {name: lock.get(name) for name in pins} == pins  # each pinned to requirements.lock's version
+
+
+@pytest.mark.slow
+def test_the_model_environment_builds_from_its_own_requirements_and_predicts(logged_model, tmp_path):
+    """A fresh virtual environment from the model's requirements.txt alone (offline, from the package cache that
+    `make setup` filled): no project, no sstkd installed; the model predicts there as it does here."""
+    uri, network, payload = logged_model
+    uv = Path(sys.executable).with_name("uv")
+    if not uv.is_file():
+        pytest.skip("no uv beside this interpreter (`make setup` installs it)")
+    local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / "served")))
+    venv = tmp_path / "model-env"
+    subprocess.run([str(uv), "venv", "-q", "-p", sys.executable, str(venv)], check=True)
+    installed = subprocess.run([str(uv), "pip", "install", "-q", "--offline", "-p", str(venv / "bin/python"),
+                                "-r", str(local / "requirements.txt")], capture_output=True, text=True)
+    if installed.returncode != 0 and "offline" in installed.stderr.lower():
+        pytest.skip(f"the package cache lacks a requirement offline: {installed.stderr.strip()[-300:]}")
+    assert installed.returncode == 0, installed.stderr
+    run = subprocess.run([str(venv / "bin/python"), "-c", PREDICT, str(local)], capture_output=True, text=True,
+                         cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.splitlines()[-1])
+    assert result["torch"].startswith(str(venv))  # the model's own environment, not this one
+    assert all(str(local) in file for file in result["files"])
+    images = np.random.default_rng(0).integers(0, 256, (2, 40, 56, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(np.array(result["labels"]), predict_labels(network, images, payload["normalization"]))

@@ -14,8 +14,9 @@ from pathlib import Path
 import mlflow.pyfunc
 import numpy as np
 
-# Third-party packages the served code imports (sstkd itself travels with the model as code).
-SERVING_PACKAGES = ("torch", "torchvision", "numpy", "pydantic", "tqdm", "pillow", "cityscapesscripts")
+# The distributions the served code imports when it loads and predicts (sstkd itself travels with the model as
+# code; MLflow adds itself). tests/test_serving.py checks the list against those imports and requirements.lock.
+SERVING_PACKAGES = ("torch", "torchvision", "numpy", "pydantic", "tqdm")
 
 
 class SegmentationModel(mlflow.pyfunc.PythonModel):
