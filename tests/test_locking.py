@@ -1,6 +1,7 @@
 import os
 
 import pytest
+from kedro.pipeline import Pipeline
 
 from sstkd.hooks import LineageHooks
 from sstkd.locking import ProjectBusyError, ProjectLock
@@ -26,5 +27,5 @@ def test_a_notebook_can_run_again_after_an_interrupted_run(tmp_path, monkeypatch
     hooks.before_pipeline_run(run_params, None, None)  # the next session.run() in the same kernel
     with pytest.raises(ProjectBusyError):
         ProjectLock(tmp_path / "data" / ".sstkd-run.lock").acquire()  # another process would still be refused
-    hooks.after_pipeline_run(None)
+    hooks.after_pipeline_run(Pipeline([]), None)
     ProjectLock(tmp_path / "data" / ".sstkd-run.lock").acquire()

@@ -15,14 +15,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from sstkd.errors import UserError
+
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
 
 
-class DiskFullError(OSError):
+class DiskFullError(UserError, OSError):
     """The disk (or quota) filled up while writing an artifact; the previous version was kept."""
 
+    def __init__(self, *args):  # OSError's (errno, message)
+        OSError.__init__(self, *args)
 
-class ForeignFolderError(FileExistsError):
+
+class ForeignFolderError(UserError, FileExistsError):
     """A writer was pointed at a folder that holds files it did not write; nothing was touched."""
 
 

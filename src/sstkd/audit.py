@@ -82,6 +82,13 @@ def describe_model(client, path: Path, out=sys.stdout) -> dict:
     print("  parameters:", file=out)
     for key, value in sorted(tracking.flat_keys(record.get("parameters") or {}).items()):
         print(f"    {key} = {value}", file=out)
+    compute = record.get("compute")
+    print("  compute (what decides the float results: same facts, same digits):", file=out)
+    if compute:
+        for key, value in compute.items():
+            print(f"    {key:24s} {value}", file=out)
+    else:
+        print("    not recorded (a model trained before sstkd recorded it)", file=out)
     teacher = record.get("teacher")
     if teacher:
         print("  teacher:", file=out)

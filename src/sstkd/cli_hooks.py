@@ -4,6 +4,10 @@ The ``kedro`` command loads CLI hooks before any plugin's commands, and so befor
 ``KedroPipelineModel``, whose untyped ``predict`` makes MLflow print "Add type hints to the `predict` method" at
 every start. This project never uses that class (its served model declares its types), so the module is
 imported here first with that one-time warning muted; MLflow warns once per process, so it stays quiet after.
+
+Before any command runs, the console's log becomes plain unwrapped lines when stdout is not a terminal
+(:mod:`sstkd.logs`), and a user's mistake (:class:`sstkd.errors.UserError`) is set to end in one short
+``Error: ...`` message instead of a traceback (:func:`sstkd.errors.install_short_errors`).
 """
 
 from __future__ import annotations
@@ -11,6 +15,11 @@ from __future__ import annotations
 import contextlib
 import importlib
 import warnings
+
+from kedro.framework.cli.hooks import cli_hook_impl
+
+from sstkd.errors import install_short_errors
+from sstkd.logs import plain_lines_off_terminal
 
 QUIETED = "Add type hints to the `predict` method"
 
@@ -31,3 +40,9 @@ def _import_quietly(module: str) -> None:
 
 
 _import_quietly("kedro_mlflow.mlflow")
+
+
+@cli_hook_impl
+def before_command_run(project_metadata, command_args) -> None:
+    install_short_errors()
+    plain_lines_off_terminal()

@@ -9,6 +9,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from sstkd.errors import UserError
 from sstkd.evaluation.sanity import SanityConfig
 from sstkd.evaluation.texture_transfer import TextureTransferConfig
 from sstkd.models.segmenter import NetworkConfig
@@ -19,11 +20,11 @@ from sstkd.training.pretraining import PretrainingConfig
 Schema = TypeVar("Schema", bound=BaseModel)
 
 
-class ParameterError(ValueError):
+class ParameterError(UserError, ValueError):
     """Invalid parameters; ``problems`` holds one line per bad key (``training.epochs: ... (got 'x')``)."""
 
     def __init__(self, message: str, problems: list[str] | None = None):
-        super().__init__(message)
+        UserError.__init__(self, message)
         self.problems = problems if problems is not None else [message]
 
 

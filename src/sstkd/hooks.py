@@ -14,7 +14,10 @@ from kedro.framework.hooks import hook_impl
 
 from sstkd import tracking
 from sstkd.config import ParameterError, check_parameters
+from sstkd.errors import install_short_errors
+from sstkd.evaluation.study_summary import study_console_table
 from sstkd.locking import ProjectLock
+from sstkd.logs import plain_lines_off_terminal
 from sstkd.pipeline_registry import use_run_parameters
 from sstkd.reproduce import PARENT_RUN_VARIABLE
 from sstkd.training.recipe import RUN_ONLY_TRAINING_KEYS
@@ -43,6 +46,8 @@ class LineageHooks:
 
     @hook_impl(tryfirst=True)
     def after_context_created(self, context) -> None:
+        install_short_errors()  # again: a session that configured logging anew has a new excepthook
+        plain_lines_off_terminal()
         parameters = context.config_loader["parameters"]  # not context.params: that would load the pipelines
         # A typo or a wrong type anywhere (`--params trainig.epochs=1`, `training.epochs=abc`, a method's loss
         # option, in a yml) fails here, before any node runs; as a CLI error, so `kedro run` prints the message,
@@ -80,8 +85,10 @@ class LineageHooks:
                         "(killed?): marked FAILED", run_id)
 
     @hook_impl
-    def after_pipeline_run(self, pipeline) -> None:
+    def after_pipeline_run(self, pipeline, catalog) -> None:
         self._release()
+        if "study_table" in pipeline.all_outputs():
+            _print_study(catalog, self._parameters.get("study") or {})
         if self._context is not None and "report_markdown" in pipeline.all_outputs():
             entry = self._context.config_loader["catalog"].get("report_markdown") or {}
             path = (entry.get("dataset") or entry).get("filepath")
@@ -115,8 +122,23 @@ class RunTagHooks:
             # kedro-mlflow's `runner` tag is an object's repr (`<... object at 0x7f...>`): keep the class name
             "runner": _class_name(run_params.get("runner")),
             **tracking.process_tags(Path(run_params.get("project_path") or ".").resolve()),
+            **{f"compute.{k}": v for k, v in tracking.compute_facts().items()},
             **_parent_run_tag(),
         })
+
+
+def _print_study(catalog, study: dict) -> None:
+    """The study's table, the last thing a run prints: plain aligned text on stdout (a terminal or a log file)."""
+    try:
+        methods, comparisons = catalog.load("study_table"), catalog.load("study_comparisons")
+    except Exception as error:  # noqa: BLE001 - the run succeeded; a table it cannot show must not fail it
+        log.warning("the study's table could not be shown (%s); it is in the report", error)
+        return
+    confidence = float(study.get("confidence", 0.95))
+    seeds = study.get("seeds", "")
+    click.echo(f"\nThe study: test metrics in %, mean ± std [{100 * confidence:g}% interval] over seeds {seeds}; "
+               f"paired differences and verdicts against each reference\n"
+               + "\n".join(study_console_table(methods, comparisons, study.get("baseline", "baseline"))) + "\n")
 
 
 def _parent_run_tag() -> dict[str, str]:

@@ -14,8 +14,10 @@ import sys
 import time
 from pathlib import Path
 
+from sstkd.errors import UserError
 
-class ProjectBusyError(RuntimeError):
+
+class ProjectBusyError(UserError, RuntimeError):
     """Another run holds the project's lock."""
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import platform
 import socket
 import subprocess
 import warnings
@@ -45,6 +46,30 @@ def dvc_hashes(root: str | Path = ".") -> dict[str, str]:
             if "md5" in out:
                 hashes[f"dvc.{out['path']}"] = out["md5"]
     return hashes
+
+
+def compute_facts(nproc: int = 1) -> dict[str, str]:
+    """What decides a training run's float results beyond code, data and parameters: torch and its CPU kernel
+    ISA (``torch.backends.cpu.get_cpu_capability()``: AVX2, AVX512...), the CPU model, the intra-op thread count
+    (per data-parallel worker), and CUDA / cuDNN / the GPU on a GPU. Two runs with the same facts give the same
+    numbers to the last digit; another ISA or thread count changes the order of float sums, and so the digits."""
+    threads = torch.get_num_threads() if nproc <= 1 else max(1, (os.cpu_count() or 1) // nproc)
+    facts = {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+             "cpu_model": _cpu_model(), "threads": str(threads), "processes": str(nproc)}
+    if torch.cuda.is_available():
+        facts |= {"cuda": str(torch.version.cuda), "cudnn": str(torch.backends.cudnn.version()),
+                  "gpu": torch.cuda.get_device_name(0)}
+    return facts
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def process_tags(project: Path) -> dict[str, str]:

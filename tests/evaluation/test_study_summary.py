@@ -5,7 +5,12 @@ import pytest
 from scipy import stats
 
 from sstkd.evaluation.statistics import ratio_interval
-from sstkd.evaluation.study_summary import study_lines, study_markdown, summarize_study, summary_metrics
+from sstkd.evaluation.study_summary import (
+    study_console_table,
+    study_markdown,
+    summarize_study,
+    summary_metrics,
+)
 from sstkd.study import check_method_name, model_name, parse_seeds, split_model_name
 
 
@@ -61,8 +66,14 @@ def test_three_seeds_give_intervals_paired_verdicts_and_the_gap_recovered():
         pytest.approx((low, high), abs=1e-4)  # the summary keeps four decimals
     assert metrics["sstkd"]["gap_recovered_ci_low"] == pytest.approx(low, abs=1e-4)
     assert "| sstkd | baseline | +3.03 [" in study_markdown(summary)
-    assert any(line.startswith("sstkd: mIoU 64.03 ± ") and "vs baseline +3.03" in line and "better" in line
-               for line in study_lines(summary))
+    table = study_console_table(summary.methods, summary.comparisons)
+    header, rule, *rows = table
+    assert header.split()[:4] == ["method", "seeds", "test", "mIoU"] and "vs baseline" in header
+    assert set(rule) == {"-", " "} and len(rule) >= max(len(line) for line in table) - 1  # aligned columns
+    row = next(line for line in rows if line.startswith("sstkd "))
+    assert "64.03 ± " in row and "+3.03 [" in row and "better" in row
+    column = header.index("vs baseline")
+    assert row[column:].startswith("+3.03 [")  # each cell starts under its heading
 
 
 def test_one_seed_reports_points_and_says_no_interval_or_verdict_can_be_given():
@@ -129,8 +140,10 @@ def test_another_baseline_name_and_confidence_reach_the_report_and_the_console()
     values = {"student_only": {0: 60.0, 1: 61.0, 2: 59.0}, "sstkd": {0: 63.0, 1: 64.0, 2: 62.5}}
     summary = summarize_study(_per_model(values), references=["student_only"], confidence=0.9,
                               baseline="student_only")
-    lines = {line.split(":")[0]: line for line in study_lines(summary)}
-    assert "gap recovered" in lines["sstkd"] and "gap recovered" not in lines["student_only"]
+    header, _, *rows = study_console_table(summary.methods, summary.comparisons, summary.baseline)
+    lines = {line.split()[0]: line for line in rows}
+    gap_column = header.index("gap recovered")
+    assert lines["sstkd"][gap_column:].strip().endswith("%") and lines["student_only"][gap_column:].strip() == ""
     markdown = study_markdown(summary)
     row = next(line for line in markdown.splitlines() if line.startswith("| student_only | 3 | 60.00 ± 1.00 ["))
     assert row.endswith("|  |")  # the baseline recovers no gap of its own

@@ -136,6 +136,10 @@ def test_the_report_holds_the_texture_transfer_table_figure_and_metrics(project)
     assert "## Texture transfer" in (project / "data/tiny/08_reporting/report.md").read_text()
 
 
+# `kedro run` trains with every core unless OMP_NUM_THREADS says otherwise (the project hook)
+_THREADS = os.environ.get("OMP_NUM_THREADS") or str(os.cpu_count())
+
+
 def test_mlflow_records_one_run_with_nested_model_runs_and_lineage(project):
     with sqlite3.connect(project / "mlflow.db") as db:
         runs = dict(db.execute("select run_uuid, name from runs").fetchall())
@@ -155,6 +159,12 @@ def test_mlflow_records_one_run_with_nested_model_runs_and_lineage(project):
     assert by_run[sstkd_id]["git.commit"] == commit
     parent = by_run[sstkd_id]["mlflow.parentRunId"]
     assert by_run[parent]["kedro.env"] == "tiny" and len(by_run[parent]["data.fingerprint"]) == 40
+    import torch
+
+    for run_id in (parent, sstkd_id):  # what decides the float results, on the pipeline's run and each model's
+        assert by_run[run_id]["compute.torch"] == torch.__version__
+        assert by_run[run_id]["compute.cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+        assert by_run[run_id]["compute.threads"] == _THREADS and by_run[run_id]["compute.cpu_model"]
     assert params > 50  # flattened Kedro parameters + per-model parameters
     from mlflow import MlflowClient
 
@@ -183,6 +193,11 @@ def test_lineage_cli_traces_a_model_file_to_data_code_params_and_teacher(project
     out = _run(project, "lineage", "--model", "data/tiny/06_models/students/sstkd/seed_0.pt", command=SSTKD).stdout
     assert "git.commit" in out and "data.fingerprint" in out and "losses.structural.levels = 3" in out
     assert "teacher:" in out and "test_miou" in out
+    import torch
+
+    compute = out[out.index("compute ("):out.index("teacher:")]
+    assert f"torch                    {torch.__version__}" in compute and f"threads                  {_THREADS}" in compute
+    assert f"cpu_capability           {torch.backends.cpu.get_cpu_capability()}" in compute
     listing = _run(project, "runs", command=SSTKD).stdout
     assert "sstkd" in listing and "teacher" in listing
 

@@ -20,9 +20,25 @@ from sstkd.atomic import replaced_directory, write_bytes_atomically
 from sstkd.data.cache import ArrayCache
 from sstkd.data.sources import SourceLayout, open_source
 from sstkd.data.synthetic import MosaicSpec, write_texture_mosaics
+from sstkd.errors import MissingFileError, UnreadableFileError, restore_or_rebuild
 from sstkd.training.checkpoint import atomic_save, load_checkpoint
 
 log = logging.getLogger(__name__)
+
+
+
+def _stage_writing(model_file: Path) -> str:
+    """The pipeline that writes a model file of the catalog (``teacher.pt``, ``students/<method>/seed_<n>.pt``)."""
+    return "teacher" if Path(model_file).name == "teacher.pt" else "distillation"
+
+
+def _open_array(path: Path, fix: str) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r")
+    except FileNotFoundError:
+        raise MissingFileError("an array of the cache is missing", path, fix) from None
+    except (ValueError, OSError) as error:  # a truncated .npy: "mmap length is greater than file size"
+        raise UnreadableFileError(f"a truncated or corrupt cache array ({error})", path, fix) from error
 
 
 class SegmentationSourceDataset(AbstractDataset[MosaicSpec, SourceLayout]):
@@ -74,11 +90,17 @@ class ArrayCacheDataset(AbstractDataset[dict, dict]):
 
     def load(self) -> dict[str, dict[str, np.ndarray]]:
         meta_file = self._path / "meta.json"
+        rebuild = "rerun `kedro run --pipelines preprocessing` (it rebuilds the cache from the raw data)"
         if not meta_file.exists():
-            raise DatasetError(f"no array cache at {self._path}: run `kedro run --pipelines preprocessing` first")
-        meta = json.loads(meta_file.read_text())
-        splits = {split: {name: np.load(self._path / split / f"{name}.npy", mmap_mode="r") for name in names}
-                  for split, names in meta["arrays"].items()}
+            raise MissingFileError("no array cache", self._path, rebuild)
+        try:
+            meta = json.loads(meta_file.read_text())
+            splits = {split: {name: _open_array(self._path / split / f"{name}.npy", rebuild) for name in names}
+                      for split, names in meta["arrays"].items()}
+        except (ValueError, KeyError, TypeError) as error:
+            if isinstance(error, UnreadableFileError):
+                raise
+            raise UnreadableFileError(f"not an array cache's index ({error})", meta_file, rebuild) from error
         return ArrayCache(splits, source_fingerprint=meta.get("source_fingerprint"))
 
     def save(self, data: dict[str, dict[str, np.ndarray]]) -> None:
@@ -111,7 +133,8 @@ class TorchModelDataset(AbstractDataset[dict, dict]):
 
     def load(self) -> dict:
         # The file it came from travels with the payload, so errors about the model can name it.
-        return load_checkpoint(self._filepath) | {"source_file": str(self._filepath)}
+        fix = restore_or_rebuild(self._filepath, _stage_writing(self._filepath))
+        return load_checkpoint(self._filepath, fix=fix) | {"source_file": str(self._filepath)}
 
     def save(self, data: dict) -> None:
         atomic_save(data, self._filepath)
@@ -139,9 +162,18 @@ class PretrainedBackbonesDataset(AbstractDataset[dict, dict]):
 
     def load(self) -> dict:
         manifest_file = self._path / "manifest.json"
+        rebuild = "run `kedro run --pipelines pretraining` (or `dvc pull` / `dvc checkout` if DVC tracks it)"
         if not manifest_file.is_file():
-            raise DatasetError(f"no pretrained backbones at {self._path}: run `kedro run --pipelines pretraining`")
-        manifest = json.loads(manifest_file.read_text())
+            raise MissingFileError("no pretrained backbones", self._path, rebuild)
+        try:
+            manifest = json.loads(manifest_file.read_text())
+        except ValueError as error:
+            raise UnreadableFileError(f"not valid JSON ({error})", manifest_file, rebuild) from error
+        missing = [record["file"] for record in manifest["backbones"].values()
+                   if not (self._path / record["file"]).is_file()]
+        if missing:
+            raise MissingFileError(f"the pretrained weights {', '.join(missing)} listed in manifest.json are missing",
+                                   self._path, rebuild)
         folder = self._path.resolve()
         if folder.is_relative_to(Path.cwd()):  # kedro runs from the project root: no machine path in fingerprints
             folder = folder.relative_to(Path.cwd())

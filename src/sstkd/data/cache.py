@@ -15,6 +15,7 @@ import pandas as pd
 from PIL import Image
 
 from sstkd.data.manifest import manifest_fingerprint, read_image, read_mask
+from sstkd.errors import UserError
 
 
 class ArrayCache(dict):
@@ -25,7 +26,7 @@ class ArrayCache(dict):
         self.source_fingerprint = source_fingerprint
 
 
-class InconsistentInputsError(ValueError):
+class InconsistentInputsError(UserError, ValueError):
     """Two inputs of a stage describe different data (e.g. a cache left over from an earlier dataset)."""
 
 

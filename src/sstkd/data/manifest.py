@@ -17,18 +17,21 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from sstkd.data.sources import IGNORE_INDEX, UNKNOWN_LABEL, SourceLayout
+from sstkd.errors import UserError, shown_path
 
 MANIFEST_COLUMNS = ["sample_id", "split", "image_path", "mask_path", "height", "width", "image_sha1", "mask_sha1"]
 
 
-class DatasetValidationError(ValueError):
+class DatasetValidationError(UserError, ValueError):
     """The raw dataset is not usable; ``problems`` lists every problem found, one line each."""
 
     def __init__(self, problems: list[str], root: Path | str):
         self.problems = problems
         shown = "\n  - ".join(problems[:50])
         more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
-        super().__init__(f"{len(problems)} problem(s) in the dataset at {root}:\n  - {shown}{more}")
+        super().__init__(f"{len(problems)} problem(s) in the dataset at {shown_path(root)} (fix or remove these "
+                         f"files; the README's 'Real datasets' section says what each layout expects):\n"
+                         f"  - {shown}{more}")
 
 
 @dataclass
@@ -62,7 +65,7 @@ MIN_IMAGE_SIDE = 8  # the networks' finest output stride: a smaller side gives a
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 
 
-class UnsupportedImageError(ValueError):
+class UnsupportedImageError(UserError, ValueError):
     """An image that decodes but cannot be turned into 8-bit RGB without guessing; the message names the file."""
 
 
@@ -103,6 +106,11 @@ def read_image(path: Path) -> np.ndarray:
         return decode_rgb(image, path)
 
 
+def _without(path: Path, error: Exception) -> str:
+    """``error``'s message less the file's path (the problem line names it already, relative to the root)."""
+    return str(error).replace(f"{path}: ", "").replace(str(path), Path(path).name)
+
+
 def _check_sample(source: SourceLayout, record) -> _Checked:
     problems: list[str] = []
     image_file = source.root / record.image_path
@@ -112,7 +120,7 @@ def _check_sample(source: SourceLayout, record) -> _Checked:
     except UnsupportedImageError as error:
         return _Checked(None, [str(error)])
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        return _Checked(None, [f"{image_file}: unreadable or corrupt image ({error})"])
+        return _Checked(None, [f"{record.image_path}: unreadable or corrupt image ({_without(image_file, error)})"])
     if min(height, width) < MIN_IMAGE_SIDE:
         problems.append(f"{image_file}: image is {width}x{height}, too small to train on "
                         f"(each side must be at least {MIN_IMAGE_SIDE} pixels)")
@@ -122,7 +130,7 @@ def _check_sample(source: SourceLayout, record) -> _Checked:
     try:
         mask = read_mask(mask_file)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        return _Checked(None, [*problems, f"{mask_file}: unreadable mask ({error})"])
+        return _Checked(None, [*problems, f"{record.mask_path}: unreadable mask ({_without(mask_file, error)})"])
     if mask.shape != (height, width):
         problems.append(
             f"{mask_file}: mask size {mask.shape[1]}x{mask.shape[0]} differs from image size {width}x{height}"

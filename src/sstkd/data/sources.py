@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sstkd.errors import MalformedFileError, MissingFileError
+
 log = logging.getLogger(__name__)
 
 IGNORE_INDEX = 255
@@ -83,7 +85,8 @@ def _lut(mapping: dict[int, int], default: int = UNKNOWN_LABEL) -> np.ndarray:
 
 def _require_dir(path: Path, what: str) -> Path:
     if not path.is_dir():
-        raise FileNotFoundError(f"{what}: expected a folder at {path}")
+        raise MissingFileError(f"{what}: no folder", path, "check the dataset's layout in the README's "
+                               "real-dataset section (or choose the env of its layout)")
     return path
 
 
@@ -131,19 +134,58 @@ def _read_split_list(path: Path) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------- generic
+CLASSES_JSON_FIX = 'write it as {"classes": ["background", "road", ...]} (names in class-id order)'
+
+
+def _read_classes_json(path: Path) -> dict:
+    try:
+        described = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise MalformedFileError(f"not valid JSON ({error.msg}, column {error.colno})", path, CLASSES_JSON_FIX,
+                                 line=error.lineno) from None
+    if not isinstance(described, dict) or "classes" not in described:
+        raise MalformedFileError('no "classes" list', path, CLASSES_JSON_FIX)
+    names = described["classes"]
+    if not isinstance(names, list) or not names or not all(isinstance(name, str) and name for name in names):
+        raise MalformedFileError('"classes" must be a non-empty list of names', path, CLASSES_JSON_FIX)
+    _refuse_repeated_names(names, path, None)
+    return described
+
+
+def _read_classes_txt(path: Path) -> list[str]:
+    numbered = [(number, line.strip()) for number, line in enumerate(path.read_text().splitlines(), 1)
+                if line.strip()]
+    if not numbered:
+        raise MalformedFileError("no class names", path, "write one class name a line, in class-id order")
+    _refuse_repeated_names([name for _, name in numbered], path, [number for number, _ in numbered])
+    return [name for _, name in numbered]
+
+
+def _refuse_repeated_names(names: list[str], path: Path, line_numbers: list[int] | None) -> None:
+    seen: dict[str, int] = {}
+    for index, name in enumerate(names):
+        if name in seen:
+            where = None if line_numbers is None else line_numbers[index]
+            raise MalformedFileError(f"class {name!r} is named twice (class ids {seen[name]} and {index})", path,
+                                     "give each class id its own name", line=where)
+        seen[name] = index
+
+
 def read_generic(root: str | Path, classes: list[str] | None = None) -> SourceLayout:
     root = Path(root)
     image_dir = _require_dir(root / "images", "generic layout")
     mask_dir = _require_dir(root / "masks", "generic layout")
     split_dir = _require_dir(root / "splits", "generic layout")
-    described = json.loads((root / "classes.json").read_text()) if (root / "classes.json").exists() else {}
+    described = _read_classes_json(root / "classes.json") if (root / "classes.json").exists() else {}
     if classes is None:
         if described:
             classes = list(described["classes"])
         elif (root / "classes.txt").exists():
-            classes = _read_split_list(root / "classes.txt")
+            classes = _read_classes_txt(root / "classes.txt")
         else:
-            raise FileNotFoundError(f"generic layout: {root} has neither classes.json nor classes.txt")
+            raise MissingFileError("generic layout: no classes.json or classes.txt", root,
+                                   'write classes.json ({"classes": ["background", "road", ...]}, in class-id order) '
+                                   "or classes.txt (one name a line)")
     records: list[SampleRecord] = []
     problems: list[str] = []
     for split_file in sorted(split_dir.glob("*.txt")):
@@ -363,5 +405,7 @@ def open_source(layout: str, root: str | Path, **options) -> SourceLayout:
     except KeyError:
         raise ValueError(f"data.layout: unknown layout {layout!r}; choose one of {sorted(READERS)}") from None
     if not Path(root).exists():
-        raise FileNotFoundError(f"data.root: the {layout} dataset folder {root} does not exist")
+        raise MissingFileError(f"the {layout} dataset folder does not exist", root,
+                               "put the dataset there, or give its folder: --params dataset_root=/path/to/it "
+                               "(or SSTKD_DATASET_ROOT)")
     return reader(root, **options)

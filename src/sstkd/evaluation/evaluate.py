@@ -31,7 +31,7 @@ def evaluate_network(network: nn.Module, images: np.ndarray, masks: np.ndarray, 
     matrix = ConfusionMatrix(num_classes, device)
     boundary = BoundaryScores(num_classes, boundary_radius, device)
     for batch, target in tqdm(_batches(images, masks, batch_size, normalization, device), total=-(-len(images) // batch_size), desc=f"evaluating {name}",
-                              leave=False):
+                              leave=False, disable=None):  # None: no bar off a terminal (log files, CI)
         prediction = predict_logits(network, batch, window=window, overlap=overlap, flip=flip,
                                     scales=tuple(scales)).argmax(1)
         matrix.update(prediction, target)

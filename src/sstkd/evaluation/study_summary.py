@@ -209,17 +209,24 @@ def study_markdown(summary: StudySummary) -> str:
     return "\n".join(lines) + "\n"
 
 
-def study_lines(summary: StudySummary) -> list[str]:
-    """One line per method for the console: the mean and interval, then each paired verdict."""
-    lines = []
-    comparisons = summary.comparisons[summary.comparisons["metric"] == "miou"]
-    for _, row in summary.methods.iterrows():
-        text = f"{row['method']}: mIoU {_interval_cell(row, 'miou')}"
-        text += f" ({row['seeds']} seed{'s' if row['seeds'] != 1 else ''})" if row["role"] == "student" else ""
-        for _, pair in comparisons[comparisons["method"] == row["method"]].iterrows():
-            difference = _signed_interval(pair["difference_mean"], pair["ci_low"], pair["ci_high"])
-            text += f"; vs {pair['reference']} {difference} {pair['verdict']}"
-        if row["role"] == "student" and row["method"] != summary.baseline and not math.isnan(row["gap_recovered"]):
-            text += f"; gap recovered {100 * row['gap_recovered']:+.0f}%"
-        lines.append(text)
-    return lines
+def study_console_table(methods: pd.DataFrame, comparisons: pd.DataFrame, baseline: str = "baseline") -> list[str]:
+    """The study as an aligned plain-text table for the console and log files: per method its test mIoU (mean ±
+    std [interval]), its paired mIoU difference and verdict against each reference, and the gap it recovered.
+    Takes :class:`StudySummary`'s frames or the same tables read back from ``study.csv`` /
+    ``study_comparisons.csv`` (what a finished run prints at its end)."""
+    pairs = comparisons[comparisons["metric"] == "miou"] if not comparisons.empty else comparisons
+    references = list(dict.fromkeys(pairs["reference"])) if not pairs.empty else []
+    rows = [["method", "seeds", "test mIoU", *(f"vs {reference}" for reference in references), "gap recovered"]]
+    for _, row in methods.iterrows():
+        student = row["role"] == "student"
+        cells = [str(row["method"]), str(int(row["seeds"])) if student else "-", _interval_cell(row, "miou")]
+        for reference in references:
+            pair = pairs[(pairs["method"] == row["method"]) & (pairs["reference"] == reference)]
+            cells.append("" if pair.empty else _signed_interval(pair.iloc[0]["difference_mean"], pair.iloc[0]["ci_low"],
+                                                                pair.iloc[0]["ci_high"]) + f" {pair.iloc[0]['verdict']}")
+        gap = "" if not student or row["method"] == baseline or pd.isna(row.get("gap_recovered")) else \
+            f"{100 * row['gap_recovered']:+.0f}%"
+        rows.append([*cells, gap])
+    widths = [max(len(cells[column]) for cells in rows) for column in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip() for cells in rows]
+    return [lines[0], "  ".join("-" * width for width in widths), *lines[1:]]

@@ -12,6 +12,7 @@ from pathlib import Path
 from sstkd import tracking
 from sstkd.atomic import write_bytes_atomically
 from sstkd.config import PRETRAINED
+from sstkd.errors import UserError
 from sstkd.models.segmenter import NetworkConfig
 from sstkd.training.checkpoint import load_checkpoint
 from sstkd.training.launch import run_data_parallel
@@ -19,6 +20,10 @@ from sstkd.training.loop import TrainingConfig
 from sstkd.training.recipe import network_from_payload, train_network, training_fingerprint
 
 log = logging.getLogger(__name__)
+
+class MissingPretrainedWeightsError(UserError, ValueError):
+    """A network asks for pretrained weights of a backbone the pretraining stage did not train."""
+
 
 RECORD_FILE = "lineage.json"  # next to a model's last.pt: the record of the run that finished training it
 
@@ -46,8 +51,10 @@ def train_and_track(name: str, role: str, cache: dict, dataset_info: dict, stati
         return payload | {"role": role, "mlflow_run_id": finished["mlflow_run_id"], "lineage": finished}, \
             result.history
 
+    compute = tracking.compute_facts(training.nproc)
     tags = {"sstkd.role": role, "sstkd.model": name, "data.fingerprint": dataset_info.get("fingerprint", ""),
-            **tracking.git_state(), **tracking.dvc_hashes(), **(tags or {})}
+            **tracking.git_state(), **tracking.dvc_hashes(), **{f"compute.{k}": v for k, v in compute.items()},
+            **(tags or {})}
     if pretrained is not None:
         tags["sstkd.pretraining_run_id"] = pretrained.get("mlflow_run_id") or ""
     if teacher_payload is not None:
@@ -70,7 +77,7 @@ def train_and_track(name: str, role: str, cache: dict, dataset_info: dict, stati
         payload["role"] = role
         payload["mlflow_run_id"] = run_id or ""
         payload["lineage"] = lineage_record(payload, network, losses, training, teacher_payload) | {
-            "pretrained_backbone": pretrained}
+            "pretrained_backbone": pretrained, "compute": compute}
         tracking.log_metrics(tracking.in_percent({"best_val_miou": payload["best_val_miou"],
                                                   "best_epoch": payload["best_epoch"]}))
         if run_id:
@@ -91,9 +98,10 @@ def with_pretrained_weights(network: NetworkConfig, pretrained_backbones: dict |
         return network, None
     records = (pretrained_backbones or {}).get("backbones", {})
     if network.backbone not in records:
-        raise ValueError(f"{where}.backbone_weights: pretrained, but the pretraining stage has no {network.backbone} "
-                         f"weights (it has {sorted(records)}); add {network.backbone} to pretraining.backbones and "
-                         "run `kedro run --pipelines pretraining`")
+        raise MissingPretrainedWeightsError(
+            f"{where}.backbone_weights: pretrained, but the pretraining stage has no {network.backbone} weights "
+            f"(it has {sorted(records)})", None, f"add {network.backbone} to pretraining.backbones and run "
+            "`kedro run --pipelines pretraining`")
     record = records[network.backbone]
     lineage = {key: record.get(key) for key in ("backbone", "file", "sha256", "fingerprint", "mlflow_run_id",
                                                 "val_accuracy", "git_commit")}

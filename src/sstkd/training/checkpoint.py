@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from sstkd.atomic import atomic_file
+from sstkd.errors import MissingFileError, ModelMismatchError, UnreadableFileError, restore_or_rebuild
 from sstkd.models.segmenter import NetworkConfig
 
 
@@ -16,15 +17,20 @@ def atomic_save(payload: dict, path: str | Path) -> None:
         torch.save(payload, stream)  # a file object: torch then keeps the OSError (e.g. disk full) as the cause
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load with ``weights_only=True``: a checkpoint can carry tensors and plain data, never code."""
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", fix: str | None = None) -> dict:
+    """Load with ``weights_only=True``: a checkpoint can carry tensors and plain data, never code.
+
+    ``fix``: what the user should do about a missing or unreadable file (default: restore it or rebuild it)."""
     path = Path(path)
+    fix = fix or restore_or_rebuild(path, None)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
+        raise MissingFileError("no checkpoint", path, fix)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unpickling failure means an unusable file
-        raise ValueError(f"{path} is not a readable sstkd checkpoint ({error})") from error
+        reason = str(error).split(". ")[0].split("\n")[0]  # torch's first sentence; the rest is its own advice
+        raise UnreadableFileError(f"not a readable sstkd checkpoint, truncated or corrupt ({reason})", path,
+                                  fix) from error
 
 
 def check_architecture(checkpoint: dict, expected_network: dict, num_classes: int, source: str) -> None:
@@ -40,4 +46,4 @@ def check_architecture(checkpoint: dict, expected_network: dict, num_classes: in
         details = ", ".join(f"{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in differences.items())
         if checkpoint.get("num_classes") != num_classes:
             details += f"{', ' if details else ''}num_classes: checkpoint {checkpoint.get('num_classes')} vs data {num_classes}"
-        raise ValueError(f"{source} was trained for another architecture ({details})")
+        raise ModelMismatchError(f"{source} was trained for another architecture ({details})")

@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
 from sstkd.distill.losses import DistillationCriterion
+from sstkd.errors import UserError
 from sstkd.evaluation.inference import predict_logits
 from sstkd.evaluation.metrics import ConfusionMatrix
 from sstkd.training import distributed as dist_utils
@@ -40,6 +41,9 @@ from sstkd.training.checkpoint import atomic_save, load_checkpoint
 from sstkd.training.seeding import epoch_seed
 
 log = logging.getLogger(__name__)
+
+# A training checkpoint (last.pt) holds no result: a broken one costs only the epochs it recorded.
+RESTART_FIX = "delete it and run again: training then starts from the first epoch"
 
 
 class TrainingConfig(BaseModel):
@@ -73,7 +77,7 @@ class TrainingConfig(BaseModel):
     checkpoint_root: str | None = "data/06_models/checkpoints"  # resumable per-epoch state, one folder per model
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(UserError, FloatingPointError):
     pass
 
 
@@ -168,7 +172,7 @@ def _checkpoint_note(last_path: Path | None, fingerprint: str, foreign: bool) ->
     if last_path is None:
         return "No checkpoint was kept (no checkpoint_dir)."
     if last_path.exists() and not foreign:
-        state = load_checkpoint(last_path, map_location="cpu")
+        state = load_checkpoint(last_path, map_location="cpu", fix=RESTART_FIX)
         if state.get("fingerprint") == fingerprint:
             return f"The last good checkpoint of this configuration is {last_path} (after epoch {state['epoch'] + 1})."
     note = f"No checkpoint of this configuration exists in {last_path.parent}"
@@ -254,7 +258,7 @@ def train_segmenter(
     last_path = Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None
     foreign_checkpoint = False  # a last.pt of another configuration: neither resumed nor "the last good one"
     if last_path is not None and last_path.exists():
-        state = load_checkpoint(last_path, map_location="cpu")
+        state = load_checkpoint(last_path, map_location="cpu", fix=RESTART_FIX)
         foreign_checkpoint = state.get("fingerprint") != fingerprint
         if state.get("fingerprint") == fingerprint and state.get("epoch", -1) + 1 <= config.epochs:
             student.load_state_dict(state["model"])
@@ -291,7 +295,7 @@ def train_segmenter(
         seen = 0
         started = time.perf_counter()
         bar = tqdm(total=steps_per_epoch, desc=f"{name} {epoch + 1}/{config.epochs}", leave=False,
-                   disable=not (main and config.progress), unit="step")
+                   disable=None if main and config.progress else True, unit="step")  # None: only on a terminal
         batches = iter(train_loader)
         for step in range(steps_per_epoch):
             for micro in range(config.accumulate_steps):

@@ -115,7 +115,7 @@ def pretrain_backbone(backbone: str, corpus: dict, config: PretrainingConfig, na
         network.train()
         started, running = time.perf_counter(), 0.0
         for step in tqdm(range(steps), desc=f"{name} {epoch + 1}/{config.epochs}", leave=False,
-                         disable=not config.progress, unit="step"):
+                         disable=None if config.progress else True, unit="step"):
             index = np.sort(order[step * config.batch_size : (step + 1) * config.batch_size])
             images = _augmented(train["images"][index], config, generator, mean, std)
             loss = F.cross_entropy(network(images), torch.from_numpy(train["labels"][index]))

@@ -11,6 +11,7 @@ from pathlib import Path
 from sstkd.data.dataset import SegmentationArrays
 from sstkd.data.transforms import TransformConfig
 from sstkd.distill.losses import build_criterion
+from sstkd.errors import ModelMismatchError
 from sstkd.models.segmenter import NetworkConfig, SegmentationNetwork, build_network
 from sstkd.training.checkpoint import check_architecture
 from sstkd.training.loop import TrainingConfig, TrainingResult, train_segmenter
@@ -75,7 +76,7 @@ def check_model_matches_data(payload: dict, dataset_info: dict, source: str) -> 
         problems.append(f"it was trained on data {recorded[:12]} ({payload.get('data_layout', '?')}), the current data "
                         f"is {str(dataset_info.get('fingerprint'))[:12]} ({dataset_info.get('layout')})")
     if problems:
-        raise ValueError(f"{source} does not belong to this dataset: " + "; ".join(problems) + ". Retrain it on this "
+        raise ModelMismatchError(f"{source} does not belong to this dataset: " + "; ".join(problems) + ". Retrain it on this "
                          "data (e.g. `kedro run --pipelines teacher`) or point teacher.checkpoint at a model of this data.")
 
 

@@ -29,7 +29,7 @@ from sstkd.evaluation.report import (
     transfer_table,
 )
 from sstkd.evaluation.sanity import sanity_checks, sanity_markdown
-from sstkd.evaluation.study_summary import study_lines, study_markdown, summarize_study, summary_metrics
+from sstkd.evaluation.study_summary import study_markdown, summarize_study, summary_metrics
 from sstkd.evaluation.texture_transfer import stage1_features, texture_transfer
 from sstkd.study import split_model_name
 from sstkd.training.distributed import local_device
@@ -144,8 +144,6 @@ def build_report(evaluation_results: dict, dataset_info: dict, texture_transfer_
     tracking.set_tags({f"sanity.{check.key}": check.status for check in checks})
     log.info("Sanity checks: %s", "; ".join(f"{c.check}: {c.status}" + ("" if math.isnan(c.value) else f" ({c.value:+.2f})")
                                             for c in checks))
-    log.info("The study (test metrics in %%; mean ± std [%g%% interval] over seeds %s):\n%s",
-             100 * params.confidence, summary.seeds, "\n".join(study_lines(summary)))
     return (table, markdown, metrics, summary.methods, summary.comparisons,
             plot_study(table, summary.methods, params.confidence),
             plot_per_class_iou(per_class_by_method(evaluation_results), dataset_info["classes"]), transfer,

@@ -13,7 +13,7 @@ from sstkd.data.sources import SourceLayout
 
 def build_validated_manifest(raw_dataset: SourceLayout, data: dict) -> tuple[pd.DataFrame, dict]:
     params = validate(IngestionParams, data, "data")
-    with tqdm(total=len(raw_dataset.records), desc="validating samples", unit="img") as bar:
+    with tqdm(total=len(raw_dataset.records), desc="validating samples", unit="img", disable=None) as bar:
         manifest = build_manifest(raw_dataset, params.required_splits, params.workers, progress=bar.update)
     fingerprint = manifest_fingerprint(manifest)
     info = raw_dataset.info() | {

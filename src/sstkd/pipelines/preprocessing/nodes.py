@@ -16,7 +16,7 @@ def build_training_cache(raw_dataset: SourceLayout, manifest: pd.DataFrame, data
                          preprocessing: dict) -> dict:
     params = validate(PreprocessingParams, preprocessing, "preprocessing")
     check_manifest_matches_info(manifest, dataset_info)
-    with tqdm(total=len(manifest), desc="decoding into cache", unit="img") as bar:
+    with tqdm(total=len(manifest), desc="decoding into cache", unit="img", disable=None) as bar:
         return build_cache(raw_dataset.root, manifest, np.asarray(dataset_info["label_lut"], dtype=np.uint8),
                            params.cache_size, params.workers, progress=bar.update,
                            source_fingerprint=dataset_info["fingerprint"])

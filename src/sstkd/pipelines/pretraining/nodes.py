@@ -46,7 +46,9 @@ def pretrain_backbones(pretraining: dict) -> dict:
                                               params.corpus.image_size),
                       "val": texture_corpus(params.corpus.seed, params.corpus.val_per_class, params.corpus.image_size,
                                             offset=VAL_OFFSET)}
-        tags = {"sstkd.role": "pretraining", "sstkd.model": name, **git, **tracking.dvc_hashes()}
+        compute = tracking.compute_facts()
+        tags = {"sstkd.role": "pretraining", "sstkd.model": name, **git, **tracking.dvc_hashes(),
+                **{f"compute.{k}": v for k, v in compute.items()}}
         with tracking.nested_run(name, tags) as run_id:
             tracking.log_params({"backbone": backbone, "corpus": corpus_params,
                                  "training": params.training.model_dump()})
@@ -55,7 +57,7 @@ def pretrain_backbones(pretraining: dict) -> dict:
             tracking.log_metrics({"final_val_accuracy": history[-1]["val_accuracy"]})
         record = {"backbone": backbone, "fingerprint": fingerprint, "mlflow_run_id": run_id or "",
                   "val_accuracy": history[-1]["val_accuracy"], "epochs": len(history), "history": history,
-                  "git_commit": git["git.commit"], "git_dirty": git["git.dirty"],
+                  "git_commit": git["git.commit"], "git_dirty": git["git.dirty"], "compute": compute,
                   "trained_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
         if finished_file is not None:
             atomic_save({"fingerprint": fingerprint, "state_dict": state, "record": record}, finished_file)
