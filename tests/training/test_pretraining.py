@@ -2,10 +2,12 @@ import json
 
 import pytest
 import torch
+from torchvision.models import resnet
 
 from sstkd.catalog.datasets import PretrainedBackbonesDataset
 from sstkd.data.texture_corpus import CORPUS_CLASSES, texture_corpus
 from sstkd.models.segmenter import build_network
+from sstkd.training.loop import poly_decay
 from sstkd.training.pretraining import PretrainingConfig, classification_network, pretrain_backbone
 
 CONFIG = PretrainingConfig(epochs=3, batch_size=16, crop_size=28, progress=False)
@@ -60,3 +62,26 @@ def test_the_manifest_records_every_backbone_and_the_folder_is_replaced_whole(tm
 def test_backbones_that_cannot_be_pretrained_are_refused_by_name():
     with pytest.raises(ValueError, match="mobilenetv2"):
         classification_network("mobilenetv2", 3)
+
+
+@pytest.mark.parametrize("backbone", ["resnet10", "resnet50"])
+def test_zero_initialised_residuals_make_every_block_start_as_the_identity(backbone):
+    network = classification_network(backbone, 4, zero_init_residual=True)
+    blocks = [m for m in network.modules() if isinstance(m, (resnet.BasicBlock, resnet.Bottleneck))]
+    plain = [block.eval() for block in blocks if block.downsample is None]
+    assert plain, "no identity-shortcut block to check"
+    for block in plain:
+        features = torch.rand(2, block.conv1.in_channels, 6, 6)  # a block's input is post-ReLU: non-negative
+        torch.testing.assert_close(block(features), features)
+    trained = classification_network(backbone, 4)  # the option off: the residual branches contribute
+    block = next(b for b in trained.modules() if isinstance(b, (resnet.BasicBlock, resnet.Bottleneck))
+                 and b.downsample is None).eval()
+    features = torch.rand(2, block.conv1.in_channels, 6, 6)
+    assert not torch.allclose(block(features), features)
+
+
+def test_the_warm_up_rises_linearly_then_the_poly_decay_takes_over():
+    factor = poly_decay(100, 1.0, warmup_steps=10)
+    assert [round(factor(step), 3) for step in (0, 4, 9)] == [0.1, 0.48, 0.91]  # (step+1)/10 × (1 - step/100)
+    assert factor(50) == pytest.approx(0.5) and factor(100) == 0.0
+    assert poly_decay(100, 1.0)(0) == 1.0  # no warm-up: the paper's schedule unchanged

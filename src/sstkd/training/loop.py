@@ -103,9 +103,13 @@ class _StudentStep(nn.Module):
         return total, values, output
 
 
-def poly_decay(total_steps: int, power: float) -> Callable[[int], float]:
-    """The paper's learning-rate factor at a step: (1 − step / total)^power, for ``LambdaLR``."""
-    return lambda step: max(0.0, 1 - step / max(total_steps, 1)) ** power
+def poly_decay(total_steps: int, power: float, warmup_steps: int = 0) -> Callable[[int], float]:
+    """The paper's learning-rate factor at a step: (1 − step / total)^power, for ``LambdaLR``; with
+    ``warmup_steps``, rising linearly to it over the first steps (large-batch ResNet training's warm-up)."""
+    def factor(step: int) -> float:
+        decay = max(0.0, 1 - step / max(total_steps, 1)) ** power
+        return decay * min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else decay
+    return factor
 
 
 def _loader(dataset: Dataset, config: TrainingConfig, train: bool, seed: int) -> tuple[DataLoader, object]:
