@@ -54,7 +54,7 @@ def compute_facts(nproc: int = 1) -> dict[str, str]:
     (per data-parallel worker), and CUDA / cuDNN / the GPU on a GPU. Two runs with the same facts give the same
     numbers to the last digit; another ISA or thread count changes the order of float sums, and so the digits."""
     threads = torch.get_num_threads() if nproc <= 1 else max(1, (os.cpu_count() or 1) // nproc)
-    facts = {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    facts = {"torch": str(torch.__version__), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
              "cpu_model": _cpu_model(), "threads": str(threads), "processes": str(nproc)}
     if torch.cuda.is_available():
         facts |= {"cuda": str(torch.version.cuda), "cudnn": str(torch.backends.cudnn.version()),
