@@ -140,3 +140,35 @@ def test_a_teacher_of_another_dataset_is_refused_before_training(tmp_path):
         train_network("student", helpers.tiny_cache(), same_classes_other_data, helpers.STATS, helpers.STUDENT,
                       losses, helpers.config(epochs=1), teacher_payload=teacher, checkpoint_root=tmp_path)
     assert not (tmp_path / "student").exists()  # refused before any training step or checkpoint
+
+
+def test_validating_every_second_epoch_trains_the_same_weights_and_keeps_the_best_validated_epoch():
+    every, every_result = helpers.train(epochs=5, lr=0.05, batch_size=4)
+    second, second_result = helpers.train(epochs=5, lr=0.05, batch_size=4, validate_every=2)
+    assert [h["loss"] for h in every_result.history] == [h["loss"] for h in second_result.history]  # same training
+    validated = [h["epoch"] for h in second_result.history if "val_miou" in h]
+    assert validated == [2, 4, 5]  # every second epoch, and always the last
+    same = {h["epoch"]: h["val_miou"] for h in every_result.history}
+    assert all(h["val_miou"] == same[h["epoch"]] for h in second_result.history if "val_miou" in h)
+    best = max(validated, key=lambda epoch: same[epoch])
+    assert second_result.best_epoch == best and second_result.best_miou == same[best]
+    assert second["val_miou_curve"] == [None if e not in validated else same[e] for e in range(1, 6)]
+    assert every["fingerprint"] != second["fingerprint"]  # it selects another model: another fingerprint
+    default, _ = helpers.train(epochs=5, lr=0.05, batch_size=4, validate_every=1)
+    assert default["fingerprint"] == every["fingerprint"]  # a key at its default leaves older fingerprints alone
+
+
+def test_cpu_bf16_autocast_trains_in_bf16_with_channels_last_and_stays_close_to_fp32():
+    from sstkd.training.loop import TrainingConfig, _autocast, _channels_last
+
+    cpu = torch.device("cpu")
+    fast = TrainingConfig(cpu_bf16=True)
+    with _autocast(cpu, fast):
+        assert torch.nn.functional.conv2d(torch.rand(1, 3, 8, 8), torch.rand(4, 3, 3, 3)).dtype == torch.bfloat16
+    assert _channels_last(cpu, fast) and not _channels_last(cpu, TrainingConfig())
+    fp32, fp32_result = helpers.train(epochs=2, lr=0.05, batch_size=4)
+    bf16, bf16_result = helpers.train(epochs=2, lr=0.05, batch_size=4, cpu_bf16=True)
+    first = [h["loss"] for h in fp32_result.history]
+    assert [h["loss"] for h in bf16_result.history] != first  # other numerics...
+    assert [h["loss"] for h in bf16_result.history] == pytest.approx(first, rel=0.05)  # ...the same training
+    assert bf16["fingerprint"] != fp32["fingerprint"]

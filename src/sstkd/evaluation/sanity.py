@@ -47,11 +47,16 @@ class SanityCheck:
 def last_quarter_gain(curve: list[float]) -> float:
     """Points of mIoU (``curve`` in fractions) that the last quarter of a schedule added to the best model: the
     best of the last ⌈n/4⌉ epochs minus the best before them (what best-model selection gained by training that
-    long; a noisy but flat curve gains nothing). NaN for a curve too short to have epochs before its last quarter."""
+    long; a noisy but flat curve gains nothing). NaN for a curve too short to have epochs before its last quarter.
+    Epochs that were not validated (``None``, ``training.validate_every``) are skipped, the quarter still counted
+    in epochs."""
     quarter = math.ceil(len(curve) / 4)
     if len(curve) < 2 or quarter >= len(curve):
         return math.nan
-    return 100 * (max(curve[-quarter:]) - max(curve[:-quarter]))
+    last, before = ([v for v in part if v is not None] for part in (curve[-quarter:], curve[:-quarter]))
+    if not last or not before:  # training.validate_every left one side without a validated epoch
+        return math.nan
+    return 100 * (max(last) - max(before))
 
 
 def _status(passed: bool | None) -> str:

@@ -26,11 +26,18 @@ def fingerprint_of(*parts) -> str:
 RUN_ONLY_TRAINING_KEYS = ("progress", "log_every", "num_workers", "nproc", "rdzv_endpoint", "nnodes", "checkpoint_root")
 
 
+# Training keys added after studies existed, left out of the fingerprint at their default value: a model trained
+# before they existed (which trained as the default does) stays up to date.
+LATER_TRAINING_KEYS = {"cpu_bf16": False, "validate_every": 1}
+
+
 def training_fingerprint(name: str, network_config: NetworkConfig, losses: dict, training: TrainingConfig,
                          dataset_info: dict, teacher_payload: dict | None = None) -> str:
     """A hash of everything that decides what training ``name`` produces (not where or how verbosely it runs)."""
-    return fingerprint_of(name, network_config.identity(), losses, training.model_dump(exclude=set(RUN_ONLY_TRAINING_KEYS)),
-        dataset_info.get("fingerprint"), teacher_payload.get("fingerprint") if teacher_payload else None)
+    decisive = training.model_dump(exclude=set(RUN_ONLY_TRAINING_KEYS))
+    decisive = {k: v for k, v in decisive.items() if k not in LATER_TRAINING_KEYS or v != LATER_TRAINING_KEYS[k]}
+    return fingerprint_of(name, network_config.identity(), losses, decisive, dataset_info.get("fingerprint"),
+                          teacher_payload.get("fingerprint") if teacher_payload else None)
 
 
 def transform_config(training: TrainingConfig, statistics: dict) -> TransformConfig:
@@ -149,7 +156,9 @@ def train_network(
         "fingerprint": fingerprint,
         "best_epoch": result.best_epoch,
         "best_val_miou": float(result.best_miou),
-        "val_miou_curve": [float(record["val_miou"]) for record in result.history],  # convergence, in the report
+        # convergence, in the report; None for epochs training.validate_every skipped
+        "val_miou_curve": [None if record.get("val_miou") is None else float(record["val_miou"])
+                           for record in result.history],
         "losses": json.dumps(losses, sort_keys=True),
     }
     return payload, result
