@@ -39,6 +39,7 @@ from sstkd.evaluation.metrics import ConfusionMatrix
 from sstkd.training import distributed as dist_utils
 from sstkd.training.checkpoint import atomic_save, load_checkpoint
 from sstkd.training.seeding import epoch_seed
+from sstkd.training.teacher_cache import TeacherOutputCache
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,10 @@ class TrainingConfig(BaseModel):
     rdzv_endpoint: str | None = None
     nnodes: str = "1"
     checkpoint_root: str | None = "data/06_models/checkpoints"  # resumable per-epoch state, one folder per model
+    # Teacher outputs shared by the students that feed the teacher the same batches (the methods of one seed):
+    # a folder (sstkd.training.teacher_cache), kept under teacher_cache_gb. Exact, so it changes no result.
+    teacher_cache_root: str | None = None
+    teacher_cache_gb: float = Field(8.0, gt=0)
 
 
 class NonFiniteLossError(UserError, FloatingPointError):
@@ -210,6 +215,7 @@ def train_segmenter(
     name: str = "model",
     callbacks: Sequence[Callable[[int, dict], None]] = (),
     probes: Sequence[Callable[[nn.Module, DistillationCriterion, nn.Module | None], dict]] = (),
+    teacher_cache: TeacherOutputCache | None = None,
 ) -> TrainingResult:
     """Train ``student`` with ``criterion`` (and ``teacher`` when the criterion needs one).
 
@@ -218,6 +224,8 @@ def train_segmenter(
     after each epoch (e.g. MLflow logging). ``probes(student, criterion, teacher)`` run on rank 0 after each epoch's
     validation and before the callbacks; the numbers they return join the epoch's record (diagnostics such as
     :func:`sstkd.training.diagnostics.term_gradient_norms`, which measure on copies and leave the run unchanged).
+    ``teacher_cache``: where the teacher's outputs for a batch come from when another student already fed it the
+    same batch (exact: the run ends as it would without).
     """
     if criterion.needs_teacher and teacher is None:
         raise ValueError(f"{name}: the loss terms {sorted(criterion.terms)} need a teacher, but none was given")
@@ -322,7 +330,9 @@ def train_segmenter(
                 with sync:
                     with autocast:
                         teacher_output = None
-                        if teacher is not None and criterion.needs_teacher:
+                        if teacher is not None and criterion.needs_teacher and teacher_cache is not None:
+                            teacher_output = teacher_cache.outputs(teacher, images)
+                        elif teacher is not None and criterion.needs_teacher:
                             with torch.no_grad():
                                 teacher_output = teacher(images)
                         total, values, student_output = forward_step(images, masks, teacher_output)
@@ -393,4 +403,6 @@ def train_segmenter(
             for callback in callbacks:
                 callback(epoch + 1, record)
         dist_utils.barrier()
+    if teacher_cache is not None and main:
+        log.info("%s: %s", name, teacher_cache.summary())
     return TrainingResult(copy.deepcopy(best_state), best_epoch, best_miou, history, resumed_from)

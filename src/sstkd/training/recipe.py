@@ -8,6 +8,8 @@ import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import torch
+
 from sstkd.data.dataset import SegmentationArrays
 from sstkd.data.transforms import TransformConfig
 from sstkd.distill.losses import build_criterion
@@ -16,6 +18,7 @@ from sstkd.models.segmenter import NetworkConfig, SegmentationNetwork, build_net
 from sstkd.training.checkpoint import check_architecture
 from sstkd.training.loop import TrainingConfig, TrainingResult, train_segmenter
 from sstkd.training.seeding import seed_everything
+from sstkd.training.teacher_cache import TeacherOutputCache
 
 
 def fingerprint_of(*parts) -> str:
@@ -23,7 +26,8 @@ def fingerprint_of(*parts) -> str:
 
 
 # Training keys that decide where and how a run executes, not what it produces: outside the fingerprint.
-RUN_ONLY_TRAINING_KEYS = ("progress", "log_every", "num_workers", "nproc", "rdzv_endpoint", "nnodes", "checkpoint_root")
+RUN_ONLY_TRAINING_KEYS = ("progress", "log_every", "num_workers", "nproc", "rdzv_endpoint", "nnodes", "checkpoint_root",
+                          "teacher_cache_root", "teacher_cache_gb")
 
 
 # Training keys added after studies existed, left out of the fingerprint at their default value: a model trained
@@ -140,10 +144,17 @@ def train_network(
         student_head_channels=student.head_channels,
         teacher_head_channels=teacher.head_channels if teacher is not None else None)
     fingerprint = training_fingerprint(name, network_config, losses, training, dataset_info, teacher_payload)
+    teacher_cache = None
+    if teacher is not None and criterion.needs_teacher and training.teacher_cache_root:
+        # everything besides the input that decides the teacher's float outputs
+        numerics = (f"{training.device}|bf16={training.bf16}|cpu_bf16={training.cpu_bf16}|"
+                    f"channels_last={training.channels_last}|threads={torch.get_num_threads()}|torch={torch.__version__}")
+        teacher_cache = TeacherOutputCache(training.teacher_cache_root, teacher_payload["fingerprint"], numerics,
+                                           int(training.teacher_cache_gb * 2**30))
     result = train_segmenter(
         student, criterion, train_set, val_set, num_classes, training, teacher=teacher,
         checkpoint_dir=Path(checkpoint_root) / name if checkpoint_root else None,
-        fingerprint=fingerprint, name=name, callbacks=callbacks, probes=probes)
+        fingerprint=fingerprint, name=name, callbacks=callbacks, probes=probes, teacher_cache=teacher_cache)
     payload = {
         "name": name,
         "network": network_config.model_dump(),

@@ -1,0 +1,75 @@
+"""The teacher-output cache is exact: students trained with it end weight for weight as without it, and the
+methods of one seed share the teacher's outputs of their (identical) batches."""
+
+import torch
+
+from sstkd.models.segmenter import NetworkConfig, build_network
+from sstkd.training.recipe import train_network
+from sstkd.training.teacher_cache import TeacherOutputCache
+
+from . import helpers
+
+TEACHER = NetworkConfig(head="deeplabv3", backbone="resnet10", output_stride=16, head_channels=16, aux_head=True)
+PIXEL_KD = {"cross_entropy": {}, "pixel_kd": {"weight": 1.0}}
+SSTKD_LIKE = {"cross_entropy": {}, "pixel_kd": {"weight": 1.0}, "adversarial": {"weight": 0.1}, "structural": {"weight": 0.5},
+              "statistical": {"weight": 0.5}}
+
+
+def _student(losses, teacher, **overrides):
+    return train_network("student", helpers.tiny_cache(), helpers.INFO, helpers.STATS, helpers.STUDENT, losses,
+                         helpers.config(epochs=2, **overrides), teacher_payload=teacher)
+
+
+def _teacher():
+    payload, _ = train_network("teacher", helpers.tiny_cache(), helpers.INFO, helpers.STATS, TEACHER,
+                               {"cross_entropy": {}}, helpers.config(epochs=1))
+    return payload
+
+
+def _same_weights(first, second):
+    assert first.keys() == second.keys()
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
+
+
+def test_students_trained_with_the_cache_end_weight_for_weight_as_without_and_share_it(tmp_path):
+    teacher = _teacher()
+    cache = tmp_path / "teacher-outputs"
+    plain, _ = _student(PIXEL_KD, teacher)
+    cached, cached_result = _student(PIXEL_KD, teacher, teacher_cache_root=str(cache))
+    _same_weights(plain["state_dict"], cached["state_dict"])
+    assert [h["loss"] for h in cached_result.history] == [h["loss"] for h in _student(PIXEL_KD, teacher)[1].history]
+    assert plain["fingerprint"] == cached["fingerprint"]  # the cache is how it runs, not what it makes
+    written = sorted(cache.glob("*/*.pt"))
+    assert len(written) == 2 * 2  # 2 epochs × 2 steps (16 crops, batches of 8): one file per batch
+    # another method of the same seed: the same batches, every teacher output from the cache, same weights
+    other_plain, _ = _student(SSTKD_LIKE, teacher)
+    other_cached, _ = _student(SSTKD_LIKE, teacher, teacher_cache_root=str(cache))
+    _same_weights(other_plain["state_dict"], other_cached["state_dict"])
+    assert sorted(cache.glob("*/*.pt")) == written  # nothing new computed
+    # another seed: other batches, other files
+    _student(PIXEL_KD, teacher, teacher_cache_root=str(cache), seed=1)
+    assert len(list(cache.glob("*/*.pt"))) == 2 * len(written)
+
+
+def test_a_batch_one_bit_away_misses_and_the_folder_stays_under_its_bound(tmp_path):
+    torch.manual_seed(0)
+    teacher = build_network(TEACHER, 4).eval()
+    images = torch.rand(2, 3, 32, 32)
+    cache = TeacherOutputCache(tmp_path, "teacher-fingerprint", "cpu|fp32", max_bytes=1 << 30)
+    first = cache.outputs(teacher, images)
+    again = cache.outputs(teacher, images.clone())
+    assert (cache.hits, cache.misses) == (1, 1)
+    for field, value in first._asdict().items():
+        assert (value is None and getattr(again, field) is None) or torch.equal(value, getattr(again, field))
+    nudged = images.clone()
+    nudged[0, 0, 0, 0] = torch.nextafter(nudged[0, 0, 0, 0], torch.tensor(2.0))
+    cache.outputs(teacher, nudged)
+    assert cache.misses == 2
+    other_numerics = TeacherOutputCache(tmp_path, "teacher-fingerprint", "cpu|bf16", max_bytes=1 << 30)
+    other_numerics.outputs(teacher, images)
+    assert other_numerics.misses == 1  # computed under other numerics: not the same outputs
+    one_file = next(tmp_path.glob("*/*.pt")).stat().st_size
+    small = TeacherOutputCache(tmp_path, "teacher-fingerprint", "cpu|fp32", max_bytes=2 * one_file)
+    small.evict()
+    assert len(list(tmp_path.glob("*/*.pt"))) == 2
