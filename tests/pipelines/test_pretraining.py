@@ -73,3 +73,20 @@ def test_params_that_change_the_pretrained_weights_do_not_silently_replace_them(
     assert result.returncode != 0 and "pretrained_backbones" in output(result)
     assert "data_root=data/tiny-experiment" in output(result)
     assert manifest.read_text() == before
+
+
+def test_a_missing_pretrained_weights_file_names_it_and_the_fix(project):
+    folder = project / "data/tiny/06_models/pretrained"
+    weights = next(folder.glob("resnet10-*.pt"))
+    moved = weights.with_name(weights.name + ".away")
+    weights.rename(moved)
+    try:
+        result = run(project, "run", "--env", "tiny", "--pipelines", "teacher", "--params",
+                     PRETRAINED + ",data_root=data/tiny", check=False)  # the study's own root, on purpose
+    finally:
+        moved.rename(weights)
+    error = result.stderr.strip()
+    assert result.returncode == 1 and "Traceback" not in result.stdout + result.stderr
+    assert error.startswith("Error: the pretrained weights ") and len(error.splitlines()) <= 10, error
+    assert weights.name in error and "data/tiny/06_models/pretrained" in error
+    assert "kedro run --pipelines pretraining" in error
