@@ -61,3 +61,27 @@ def test_kd_diagnosis_trains_probes_reports_and_measures_calibration_on_a_real_t
     assert "| train crops | 1 |" in (tmp_path / "calibration.md").read_text()
     assert "| kd_l1 | 2 | 0 |" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "report_curves.png").stat().st_size > 5000
+
+
+@pytest.mark.slow
+def test_the_gpu_check_runs_its_code_paths_on_the_cpu_in_a_dry_run(tmp_path):
+    """The first GPU lent runs benchmarks/gpu_check.sh: its dry run here goes through every step at tiny sizes."""
+    import json
+
+    out = tmp_path / "gpu"
+    result = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--dry-run", "--out", str(out)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = (out / "summary.md").read_text()
+    for step in ("**facts**", "**tests**", "**step benchmark**", "**kedro run --env cityscapes, SSTKD**"):
+        assert step in summary, summary
+    assert "FAILED" not in summary
+    facts = json.loads((out / "facts.json").read_text())
+    assert facts["cuda_available"] == "False" and facts["cpu_capability"]
+    step = json.loads((out / "step_cpu.json").read_text())
+    assert set(step["methods"]) == {"pixel_kd", "sstkd", "teacher_forward"}
+    assert 0 < step["methods"]["sstkd"]["percent_of_peak"] < 100 and step["peak_gflop_per_s"] > 0
+    assert step["methods"]["sstkd"]["gflop"] > step["methods"]["teacher_forward"]["gflop"]
+    run = json.loads((out / "cityscapes_sstkd.json").read_text())
+    assert run["iterations"] == 8 and run["all_finite"] and run["image_size"] == [64, 128]
+    assert (out / "cityscapes_layout" / "gtFine" / "train" / "aachen").is_dir()  # the official layout
