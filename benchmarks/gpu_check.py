@@ -3,7 +3,7 @@ written under ``benchmarks/results/gpu/`` (``--out``). ``--dry-run`` runs the sa
 CPU in a minute or two (CI runs it), so the real run is not the first time this code runs.
 
     bash benchmarks/gpu_check.sh                 # on the GPU machine
-    bash benchmarks/gpu_check.sh --dry-run --out /tmp/gpu-dry-run
+    bash benchmarks/gpu_check.sh --dry-run --out /tmp/gpu-dry-run [--project <a clone>]   # a clone: its own lock, store
 
 Steps, each timed, each result in its own file and one line in ``summary.md``:
 
@@ -33,11 +33,12 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def _run(command: list[str], log: Path, timeout: float, env: dict | None = None) -> tuple[int, float]:
+def _run(command: list[str], log: Path, timeout: float, env: dict | None = None,
+         cwd: Path = ROOT) -> tuple[int, float]:
     started = time.perf_counter()
     with log.open("w") as stream:
         try:
-            code = subprocess.run(command, cwd=ROOT, stdout=stream, stderr=subprocess.STDOUT, timeout=timeout,
+            code = subprocess.run(command, cwd=cwd, stdout=stream, stderr=subprocess.STDOUT, timeout=timeout,
                                   env=dict(os.environ, **(env or {}))).returncode
         except subprocess.TimeoutExpired:
             code = 124
@@ -122,7 +123,7 @@ def write_cityscapes_layout(root: Path, size: tuple[int, int], train: int, val: 
                 Image.fromarray(array).save(path)
 
 
-def cityscapes_run(out: Path, dry_run: bool) -> str:
+def cityscapes_run(out: Path, dry_run: bool, project: Path) -> str:
     size, train, val = ((64, 128), 8, 2) if dry_run else ((1024, 2048), 24, 4)
     data = out / "cityscapes_layout"
     shutil.rmtree(data, ignore_errors=True)
@@ -146,7 +147,7 @@ def cityscapes_run(out: Path, dry_run: bool) -> str:
     run_config.write_text(json.dumps({"run": {"env": "cityscapes", "pipelines": "data,teacher,distillation",
                                               "params": params}}, indent=1))  # JSON is YAML
     code, seconds = _run([str(BIN / "kedro"), "run", "--config", str(run_config)], out / "cityscapes_sstkd.txt",
-                         timeout=420, env={"TQDM_DISABLE": "1"})
+                         timeout=420, env={"TQDM_DISABLE": "1"}, cwd=project)
     history_file = study / "07_model_output" / "histories" / "sstkd" / "seed_0.json"
     if code != 0 or not history_file.is_file():
         return f"exit {code} after {seconds:.0f} s (see cityscapes_sstkd.txt)"
@@ -166,6 +167,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes: the same code paths in minutes")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "gpu")
+    parser.add_argument("--project", type=Path, default=ROOT,
+                        help="the Kedro project the cityscapes run uses (its run lock and MLflow store)")
     args = parser.parse_args()
     import torch
 
@@ -178,7 +181,8 @@ def main() -> None:
     started = time.perf_counter()
     for title, step in (("facts", lambda: facts(out)), ("tests", lambda: tests(out, args.dry_run)),
                         ("step benchmark", lambda: steps(out, args.dry_run)),
-                        ("kedro run --env cityscapes, SSTKD", lambda: cityscapes_run(out, args.dry_run))):
+                        ("kedro run --env cityscapes, SSTKD",
+                         lambda: cityscapes_run(out, args.dry_run, args.project.resolve()))):
         begun = time.perf_counter()
         try:
             result = step()

@@ -68,9 +68,11 @@ def test_the_gpu_check_runs_its_code_paths_on_the_cpu_in_a_dry_run(tmp_path):
     """The first GPU lent runs benchmarks/gpu_check.sh: its dry run here goes through every step at tiny sizes."""
     import json
 
-    out = tmp_path / "gpu"
-    result = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--dry-run", "--out", str(out)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=900)
+    from .pipelines.cli import copy_project
+
+    out, project = tmp_path / "gpu", copy_project(tmp_path / "project")  # its own run lock and MLflow store
+    result = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--dry-run", "--out", str(out), "--project",
+                             str(project)], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = (out / "summary.md").read_text()
     for step in ("**facts**", "**tests**", "**step benchmark**", "**kedro run --env cityscapes, SSTKD**"):
