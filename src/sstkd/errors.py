@@ -93,14 +93,13 @@ def install_short_errors() -> None:
 
     def excepthook(kind, value, traceback):
         found = user_error_in(value)
-        if found is None or os.environ.get(TRACEBACK_VARIABLE, "") not in ("", "0"):
+        with_traceback = os.environ.get(TRACEBACK_VARIABLE, "") not in ("", "0")
+        if found is None or with_traceback:
             previous(kind, value, traceback)
-            if found is None:
-                return
-        sys.stderr.write(short_message(found) + "\n")
-        if os.environ.get(TRACEBACK_VARIABLE, "") in ("", "0"):
-            sys.stderr.write(f"({TRACEBACK_VARIABLE}=1 shows the traceback)\n")
-        sys.stderr.flush()
+        if found is not None:
+            hint = "" if with_traceback else f"\n({TRACEBACK_VARIABLE}=1 shows the traceback)"
+            sys.stderr.write(short_message(found) + hint + "\n")
+            sys.stderr.flush()
 
     excepthook.sstkd_short_errors = True
     sys.excepthook = excepthook

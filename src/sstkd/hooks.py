@@ -138,7 +138,7 @@ def _print_study(catalog, study: dict) -> None:
     seeds = study.get("seeds", "")
     click.echo(f"\nThe study: test metrics in %, mean ± std [{100 * confidence:g}% interval] over seeds {seeds}; "
                f"paired differences and verdicts against each reference\n"
-               + "\n".join(study_console_table(methods, comparisons, study.get("baseline", "baseline"))) + "\n")
+               + "\n".join(study_console_table(methods, comparisons)) + "\n")
 
 
 def _parent_run_tag() -> dict[str, str]:

@@ -15,10 +15,10 @@ PLAIN_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 PLAIN_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
-def on_terminal(stream=None) -> bool:
-    stream = sys.stdout if stream is None else stream
+def on_terminal() -> bool:
+    """Whether stdout, where the console log goes, is a terminal."""
     try:
-        return stream.isatty()
+        return sys.stdout.isatty()
     except (AttributeError, ValueError):  # a closed or replaced stream
         return False
 

@@ -26,7 +26,6 @@ from sstkd.training.checkpoint import atomic_save, load_checkpoint
 log = logging.getLogger(__name__)
 
 
-
 def _stage_writing(model_file: Path) -> str:
     """The pipeline that writes a model file of the catalog (``teacher.pt``, ``students/<method>/seed_<n>.pt``)."""
     return "teacher" if Path(model_file).name == "teacher.pt" else "distillation"
@@ -95,12 +94,11 @@ class ArrayCacheDataset(AbstractDataset[dict, dict]):
             raise MissingFileError("no array cache", self._path, rebuild)
         try:
             meta = json.loads(meta_file.read_text())
-            splits = {split: {name: _open_array(self._path / split / f"{name}.npy", rebuild) for name in names}
-                      for split, names in meta["arrays"].items()}
+            arrays = dict(meta["arrays"])
         except (ValueError, KeyError, TypeError) as error:
-            if isinstance(error, UnreadableFileError):
-                raise
             raise UnreadableFileError(f"not an array cache's index ({error})", meta_file, rebuild) from error
+        splits = {split: {name: _open_array(self._path / split / f"{name}.npy", rebuild) for name in names}
+                  for split, names in arrays.items()}
         return ArrayCache(splits, source_fingerprint=meta.get("source_fingerprint"))
 
     def save(self, data: dict[str, dict[str, np.ndarray]]) -> None:

@@ -330,11 +330,12 @@ def train_segmenter(
                 with sync:
                     with autocast:
                         teacher_output = None
-                        if teacher is not None and criterion.needs_teacher and teacher_cache is not None:
-                            teacher_output = teacher_cache.outputs(teacher, images)
-                        elif teacher is not None and criterion.needs_teacher:
-                            with torch.no_grad():
-                                teacher_output = teacher(images)
+                        if teacher is not None and criterion.needs_teacher:
+                            if teacher_cache is not None:
+                                teacher_output = teacher_cache.outputs(teacher, images)
+                            else:
+                                with torch.no_grad():
+                                    teacher_output = teacher(images)
                         total, values, student_output = forward_step(images, masks, teacher_output)
                     (total / config.accumulate_steps).backward()
                 term_values = torch.stack([values[n].detach().float() for n in term_names])
