@@ -36,6 +36,7 @@ METHODS = {
     "sstkd": {"cross_entropy": {}, "pixel_kd": {"weight": 10.0}, "adversarial": {"weight": 0.1},
               "structural": {"weight": 1.0}, "statistical": {"weight": 1.0}},
     "cirkd": {"cross_entropy": {}, "pixel_kd": {"weight": 1.0}, "cirkd": {"weight": 1.0}},
+    "cwd": {"cross_entropy": {}, "channelwise": {"weight": 3.0, "temperature": 4.0}},
     "sstkd_recompute": {"cross_entropy": {}, "pixel_kd": {"weight": 10.0}, "adversarial": {"weight": 0.1},
                         "structural": {"weight": 1.0, "recompute": True},
                         "statistical": {"weight": 1.0, "recompute": True}},

@@ -5,7 +5,12 @@ import torch
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
-torch.set_num_threads(2)
+# `make test` runs the suite in two pytest-xdist workers (one per core): each worker and every `kedro run` it
+# starts then uses one thread, so the two never fight over the cores. A plain `pytest` run keeps two threads.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
 
 from sstkd.data.synthetic import MosaicSpec, write_texture_mosaics  # noqa: E402
 

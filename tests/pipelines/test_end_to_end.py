@@ -15,7 +15,7 @@ import pytest
 from .cli import KEDRO, ROOT, SSTKD, copy_project, output
 from .cli import run as _run
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
@@ -251,6 +251,7 @@ def test_params_that_change_a_model_do_not_silently_replace_the_study(project):
     assert len((result.stdout + result.stderr).splitlines()) < 40 and model.stat().st_mtime_ns == before
 
 
+@pytest.mark.slow
 def test_a_node_trains_data_parallel_with_two_processes(project):
     model = project / "data/tiny/06_models/students/baseline/seed_7.pt"
     log = output(_run(project, "run", "--env", "tiny", "--pipelines", "distillation", "--namespaces", "baseline",
@@ -409,6 +410,7 @@ def _mlflow_runs(project):
         return dict(db.execute("select run_uuid, status from runs").fetchall())
 
 
+@pytest.mark.slow
 def test_a_second_run_is_refused_and_a_killed_run_is_marked_failed(project):
     lock = project / "data" / ".sstkd-run.lock"
     already = set(_mlflow_runs(project))
@@ -435,6 +437,7 @@ def test_a_second_run_is_refused_and_a_killed_run_is_marked_failed(project):
     assert _mlflow_runs(project)[running[0]] == "FAILED"
 
 
+@pytest.mark.slow
 def test_the_second_builtin_dataset_runs_the_whole_study(tmp_path):
     project = copy_project(tmp_path / "project")
     _run(project, "run", "--env", "tiny", "--params", "synthetic.family=dead_leaves")

@@ -8,7 +8,7 @@ import torch
 
 from .cli import copy_project, output, run
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 PRETRAINED = ("pretraining.backbones=[resnet10],teacher.network.backbone_weights=pretrained,"
               "distillation.student.network.backbone_weights=pretrained,distillation.run=[baseline+pixel_kd]")

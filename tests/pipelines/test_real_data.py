@@ -11,7 +11,7 @@ import pytest
 from ..data.layouts import make_ade20k, make_cityscapes, make_generic, make_voc
 from .cli import KEDRO, copy_project, output, run
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 
 def _digest(root):

@@ -12,7 +12,7 @@ import pytest
 
 from .cli import ROOT, SSTKD, copy_project, output, run
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # whole studies through DVC: run by `make test-all` (CI)
 
 BIN = Path(sys.executable).parent
 DVC = BIN / "dvc"

@@ -15,7 +15,7 @@ from sstkd.locking import ProjectLock
 
 from .cli import copy_project, run
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 MAX_ERROR_LINES = 10
 

@@ -1,6 +1,7 @@
 """Data-parallel training with CPU processes (Gloo) through the elastic launcher the pipeline uses."""
 
 import numpy as np
+import pytest
 import torch
 
 from sstkd.models.segmenter import build_network
@@ -9,6 +10,8 @@ from sstkd.training.recipe import train_network
 from sstkd.training.seeding import seed_everything
 
 from . import helpers
+
+pytestmark = pytest.mark.slow  # process groups started and joined: run by `make test-all` (CI)
 
 
 def _update_agreement(state, reference, initial):

@@ -12,7 +12,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from scipy import stats as _stats
+
+def _t_quantile(probability: float, degrees_of_freedom: int) -> float:
+    # scipy is imported here, not at the top: this module is on every `kedro` start's import path (the hooks'
+    # study table), and scipy.stats is ~0.9 s of that start.
+    from scipy import stats
+
+    return float(stats.t.ppf(probability, degrees_of_freedom))
 
 
 @dataclass(frozen=True)
@@ -45,7 +51,7 @@ def mean_interval(values: list[float], confidence: float = 0.95) -> Interval:
     if n < 2:
         return Interval(mean, math.nan, math.nan, math.nan, n, confidence)
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = _stats.t.ppf(0.5 + confidence / 2, n - 1) * std / math.sqrt(n)
+    half = _t_quantile(0.5 + confidence / 2, n - 1) * std / math.sqrt(n)
     return Interval(mean, std, mean - half, mean + half, n, confidence)
 
 
@@ -109,7 +115,7 @@ def ratio_interval(numerators: list[float], denominators: list[float],
     var_x = sum((x - mean_x) ** 2 for x in numerators) / (n - 1) / n  # variances of the means
     var_y = sum((y - mean_y) ** 2 for y in denominators) / (n - 1) / n
     cov_xy = sum((x - mean_x) * (y - mean_y) for x, y in zip(numerators, denominators)) / (n - 1) / n
-    t2 = _stats.t.ppf(0.5 + confidence / 2, n - 1) ** 2
+    t2 = _t_quantile(0.5 + confidence / 2, n - 1) ** 2
     # (mean_x − r mean_y)² ≤ t² (var_x − 2 r cov_xy + r² var_y), i.e. a r² + b r + c ≤ 0:
     a = mean_y**2 - t2 * var_y
     b = -2 * (mean_x * mean_y - t2 * cov_xy)
