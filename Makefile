@@ -4,6 +4,8 @@ SHELL := /bin/bash
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
+# pytest-xdist's `-n auto` counts physical cores (1 on a 2-vCPU hyperthreaded VM, the host's in a container)
+TEST_WORKERS ?= $(shell nproc)
 export DO_NOT_TRACK := 1
 export KEDRO_DISABLE_TELEMETRY := 1
 export MPLBACKEND := Agg
@@ -27,10 +29,10 @@ run: setup           ## generate the default data and run the whole study: data 
 # Both run in one pytest-xdist worker per core (tests/conftest.py gives each worker one thread); a module's tests
 # stay in one worker, so its shared tiny study is built once.
 test: setup          ## the suite without the few tests marked slow (5-6 min on 2 cores): run it before each commit
-	$(BIN)/pytest -q -n auto --dist loadscope -m "not slow"
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadscope -m "not slow"
 
 test-all: setup      ## the whole suite, slow tests included: what CI (.ci/run) runs
-	$(BIN)/pytest -q -n auto --dist loadscope
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadscope
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
