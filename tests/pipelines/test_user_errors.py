@@ -3,6 +3,7 @@ stderr and exit status 1, not a page of traceback; `SSTKD_TRACEBACK=1` still sho
 well in a file: whole lines, the study's table at the end."""
 
 import json
+import re
 import shutil
 import subprocess
 
@@ -163,6 +164,7 @@ def test_a_log_in_a_file_has_whole_lines_and_ends_with_the_study_table(project):
                  "distillation.run=[baseline+pixel_kd]")
     lines = result.stdout.splitlines()
     assert not any("│" in line or "╭" in line for line in lines)  # no Rich frames in a file
+    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [A-Z]+ ", lines[0]), lines[:3]  # plain from the first line on
     sanity = [line for line in lines if "Sanity checks:" in line]
     assert len(sanity) == 1 and "pixel_kd not worse than baseline" in sanity[0]  # one whole line, not wrapped
     assert any(len(line) > 100 for line in lines)  # nothing cut at 80 columns
