@@ -6,6 +6,9 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 # pytest-xdist's `-n auto` counts physical cores (1 on a 2-vCPU hyperthreaded VM, the host's in a container)
 TEST_WORKERS ?= $(shell nproc)
+# one pytest-xdist worker per core (tests/conftest.py gives each one thread); a module's tests stay in one worker,
+# so its shared tiny study is built once
+PYTEST := $(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadscope
 export DO_NOT_TRACK := 1
 export KEDRO_DISABLE_TELEMETRY := 1
 export MPLBACKEND := Agg
@@ -26,13 +29,11 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 run: setup           ## generate the default data and run the whole study: data -> teacher -> students -> report
 	$(BIN)/kedro run
 
-# Both run in one pytest-xdist worker per core (tests/conftest.py gives each worker one thread); a module's tests
-# stay in one worker, so its shared tiny study is built once.
 test: setup          ## the suite without the few tests marked slow (5-6 min on 2 cores): run it before each commit
-	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadscope -m "not slow"
+	$(PYTEST) -m "not slow"
 
 test-all: setup      ## the whole suite, slow tests included: what CI (.ci/run) runs
-	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadscope
+	$(PYTEST)
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
