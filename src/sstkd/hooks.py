@@ -169,10 +169,10 @@ def _check_dataset_root_is_used(context, parameters: dict) -> None:
     path = str((context.config_loader["catalog"].get("raw_dataset") or {}).get("path", ""))
     env = context.env or "local"
     if "dataset_root" in parameters and "dataset_root" not in runtime:
-        raise ValueError("dataset_root is set in a parameters file, where the catalog cannot read it: give it on "
+        raise ParameterError("dataset_root is set in a parameters file, where the catalog cannot read it: give it on "
                          "the command line (--params dataset_root=/path) or as SSTKD_DATASET_ROOT")
     if "dataset_root" in runtime and path != str(runtime["dataset_root"]):
-        raise ValueError(
+        raise ParameterError(
             f"dataset_root={runtime['dataset_root']} is not used by the '{env}' environment, whose raw_dataset "
             f"is {path or 'undefined'} (the embedded texture mosaics take no dataset_root). Choose a dataset "
             f"env: --env cityscapes|voc|ade20k|generic.")

@@ -2,6 +2,7 @@ import pytest
 import torch
 from torchvision.models import resnet18
 
+from sstkd.errors import MissingFileError
 from sstkd.models.segmenter import PRESETS, build_network
 
 
@@ -35,7 +36,7 @@ def test_backbone_weights_load_from_a_local_torchvision_file(tmp_path):
 
 
 def test_backbone_weights_errors_are_clear(tmp_path):
-    with pytest.raises(FileNotFoundError, match="backbone_weights: no file"):
+    with pytest.raises(MissingFileError, match="backbone_weights: no file"):  # short at the CLI, a FileNotFoundError
         build_network({"backbone": "resnet18", "backbone_weights": str(tmp_path / "none.pth")}, 3)
     torch.save(resnet18(weights=None).state_dict(), tmp_path / "r18.pth")
     with pytest.raises(ValueError, match="does not match this backbone"):

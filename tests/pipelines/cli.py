@@ -21,6 +21,21 @@ def run(project: Path, *args: str, check: bool = True, command: Path = KEDRO, en
     return result
 
 
+MAX_ERROR_LINES = 10
+
+
+def short_error(result: subprocess.CompletedProcess, *expected: str) -> str:
+    """The error message, after checking it is one, short, without a traceback, and says each of ``expected``."""
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Traceback" not in result.stdout + result.stderr
+    error = result.stderr.strip()
+    assert error.startswith("Error: "), error
+    assert len(error.splitlines()) <= MAX_ERROR_LINES, error
+    for text in expected:
+        assert text in error, f"{text!r} not in {error!r}"
+    return error
+
+
 def output(result: subprocess.CompletedProcess) -> str:
     """stdout + stderr with the console's line wrapping undone."""
     return " ".join((result.stdout + result.stderr).split())

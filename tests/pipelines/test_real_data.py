@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from ..data.layouts import make_ade20k, make_cityscapes, make_generic, make_voc
-from .cli import KEDRO, copy_project, output, run
+from .cli import KEDRO, copy_project, output, run, short_error
 
 pytestmark = pytest.mark.e2e
 
@@ -45,6 +45,7 @@ def test_dataset_root_on_the_command_line_and_the_voc_sbd_switch(project, tmp_pa
     result = run(project, "run", "--env", "voc", "--pipelines", "data", "--params", root, check=False)
     assert result.returncode != 0
     assert "turn it off with `--params use_sbd_aug=false`" in output(result)
+    short_error(result, "train_aug.txt does not exist")
     # README: kedro run --env voc --pipelines data --params dataset_root=/data/VOC2012,use_sbd_aug=false
     run(project, "run", "--env", "voc", "--pipelines", "data", "--params", f"{root},use_sbd_aug=false")
     manifest = pd.read_csv(project / "data/voc/02_intermediate/manifest.csv")
@@ -81,6 +82,7 @@ def test_a_dataset_root_the_env_does_not_read_is_an_error(project, tmp_path):
     result = run(project, "run", "--pipelines", "data", "--params", f"dataset_root={tmp_path}", check=False)
     assert result.returncode != 0
     assert "is not used by the 'local' environment" in output(result)
+    short_error(result, "Choose a dataset env: --env cityscapes|voc|ade20k|generic")
 
 
 def save_deep_stem_imagenet_file(depth: int, path) -> None:

@@ -14,12 +14,9 @@ from PIL import Image
 
 from sstkd.locking import ProjectLock
 
-from .cli import copy_project, run
+from .cli import copy_project, run, short_error
 
 pytestmark = pytest.mark.e2e
-
-MAX_ERROR_LINES = 10
-
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
@@ -27,18 +24,6 @@ def project(tmp_path_factory):
     path = copy_project(tmp_path_factory.mktemp("mistakes"))
     run(path, "run", "--env", "tiny", "--pipelines", "data,teacher")
     return path
-
-
-def short_error(result: subprocess.CompletedProcess, *expected: str) -> str:
-    """The error message, after checking it is one, short, without a traceback, and says each of ``expected``."""
-    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "Traceback" not in result.stdout + result.stderr
-    error = result.stderr.strip()
-    assert error.startswith("Error: "), error
-    assert len(error.splitlines()) <= MAX_ERROR_LINES, error
-    for text in expected:
-        assert text in error, f"{text!r} not in {error!r}"
-    return error
 
 
 @pytest.fixture

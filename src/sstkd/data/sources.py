@@ -273,7 +273,7 @@ def read_voc(root: str | Path, use_sbd_aug: bool = False) -> SourceLayout:
             list_file = set_dir / "train_aug.txt"
             mask_dir = root / "SegmentationClassAug"
             if not list_file.exists():
-                raise FileNotFoundError(
+                raise MissingFileError(
                     f"voc layout: raw_dataset.options.use_sbd_aug is true (the papers' VOC aug training set), but "
                     f"{list_file} does not exist. Add SBD's SegmentationClassAug/ and train_aug.txt, or turn it off "
                     f"with `--params use_sbd_aug=false` (raw_dataset.options.use_sbd_aug) to train on VOC's own "

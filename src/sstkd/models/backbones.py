@@ -25,6 +25,8 @@ from torch import nn
 from torchvision.models import mobilenet_v2, resnet
 from torchvision.models.resnet import BasicBlock
 
+from sstkd.errors import MissingFileError
+
 RESNET_DEPTHS = {
     10: (BasicBlock, [1, 1, 1, 1]),  # a CPU-sized ResNet built from torchvision's blocks
     18: (BasicBlock, [2, 2, 2, 2]),
@@ -135,7 +137,7 @@ def load_backbone_weights(model: nn.Module, path: str | Path, ignore_prefixes: t
     codebases' names, into ``model``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"backbone_weights: no file at {path} (the *_deep backbones of the paper envs take the KD codebases' "
             "deep-stem ImageNet files, e.g. resnet101-imagenet.pth / resnet18-imagenet.pth linked from CIRKD's "
             "README, under data/01_raw/weights/; `imagenet` takes torchvision's for a 7x7-stem backbone)")
