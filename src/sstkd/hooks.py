@@ -9,11 +9,11 @@ from pathlib import Path
 
 import click
 import torch
-from kedro.config import OmegaConfigLoader
 from kedro.framework.hooks import hook_impl
 
 from sstkd import tracking
 from sstkd.config import ParameterError, check_parameters
+from sstkd.config_loading import project_config_loader
 from sstkd.errors import install_short_errors
 from sstkd.evaluation.study_summary import study_console_table
 from sstkd.locking import ProjectLock
@@ -198,9 +198,7 @@ def _check_params_keep_the_study(context, pipeline, catalog) -> None:
     if not runtime or "data_root" in runtime:
         return
     loader = context.config_loader
-    committed = tracking.flat_keys(OmegaConfigLoader(
-        str(loader.conf_source), env=loader.env, base_env=loader.base_env, default_run_env=loader.default_run_env,
-        merge_strategy=loader.merge_strategy, custom_resolvers=None)["parameters"])
+    committed = tracking.flat_keys(project_config_loader(loader.conf_source, loader.env)["parameters"])
     changed = {key: value for key, value in tracking.flat_keys(runtime).items()
                if not key.startswith(_MODEL_NEUTRAL_PARAMS) and committed.get(key, object()) != value}
     models = [name for name in pipeline.all_outputs()

@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from kedro.config import OmegaConfigLoader
 from kedro.pipeline import Pipeline
 
 from sstkd.config import StudyParams, validate
+from sstkd.config_loading import project_config_loader
 from sstkd.pipelines import (
     distillation,
     evaluation,
@@ -79,9 +79,7 @@ def _configured_parameters(conf_source: str | Path, env: str | None) -> dict | N
     env = env or os.environ.get("KEDRO_ENV") or "local"
     if not Path(conf_source).is_dir():
         return None
-    loader = OmegaConfigLoader(str(conf_source), base_env="base", default_run_env=env,
-                               merge_strategy={"parameters": "soft"})
-    return loader["parameters"]
+    return project_config_loader(conf_source, env)["parameters"]
 
 
 def configured_methods(conf_source: str | Path = "conf", env: str | None = None) -> list[str]:
