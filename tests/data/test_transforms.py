@@ -1,9 +1,10 @@
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from sstkd.data.dataset import SegmentationArrays
 from sstkd.data.sources import IGNORE_INDEX
-from sstkd.data.transforms import TransformConfig, train_transform
+from sstkd.data.transforms import TransformConfig, normalize, random_scale, train_transform
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
@@ -63,3 +64,37 @@ def test_eval_items_are_whole_normalised_images():
     image_t, mask_t = ds[0]
     assert image_t.shape == (3, 64, 64)
     torch.testing.assert_close(mask_t, torch.from_numpy(mask).long())
+
+
+def _reference_train_transform(image, mask, config, rng):
+    """The definition: scale the whole image, normalise it, pad it bottom/right, crop at random, flip."""
+    image_t, mask_t = torch.from_numpy(image).permute(2, 0, 1).float(), torch.from_numpy(mask)
+    scale = random_scale(config, rng)
+    size = max(1, round(mask.shape[0] * scale)), max(1, round(mask.shape[1] * scale))
+    if size != mask.shape:
+        image_t = F.interpolate(image_t[None], size=size, mode="bilinear", align_corners=False)[0]
+        mask_t = F.interpolate(mask_t[None, None].float(), size=size, mode="nearest-exact")[0, 0].to(torch.uint8)
+    image_t = normalize(image_t, config.mean, config.std)
+    pad = (0, max(config.crop_size[1] - size[1], 0), 0, max(config.crop_size[0] - size[0], 0))
+    image_t, mask_t = F.pad(image_t, pad, value=0.0), F.pad(mask_t, pad, value=IGNORE_INDEX)
+    top = int(rng.integers(0, image_t.shape[1] - config.crop_size[0] + 1))
+    left = int(rng.integers(0, image_t.shape[2] - config.crop_size[1] + 1))
+    image_t = image_t[:, top:top + config.crop_size[0], left:left + config.crop_size[1]]
+    mask_t = mask_t[top:top + config.crop_size[0], left:left + config.crop_size[1]]
+    if config.hflip and rng.random() < 0.5:
+        image_t, mask_t = image_t.flip(-1), mask_t.flip(-1)
+    return image_t, mask_t.long()
+
+
+def test_the_train_transform_is_its_definition_bit_for_bit_on_any_size_and_crop():
+    """It normalises and pads only the crop's pixels (a crop's cost, not a scaled image's): the same numbers."""
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        height, width = (int(v) for v in rng.integers(8, 100, 2))
+        image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        mask = rng.integers(0, 5, (height, width)).astype(np.uint8)
+        config = TransformConfig(crop_size=tuple(int(v) for v in rng.integers(4, 90, 2)), scale_range=(0.5, 2.0),
+                                 scale_step=0.1 if trial % 2 else None, mean=MEAN, std=STD)
+        got = train_transform(image, mask, config, np.random.default_rng(trial))
+        expected = _reference_train_transform(image, mask, config, np.random.default_rng(trial))
+        assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1]), trial
