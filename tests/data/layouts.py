@@ -87,3 +87,52 @@ def write_ade20k_object_info(folder: Path, kind: str = "txt", names=None) -> Pat
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _scene(height: int, width: int, labels: list[int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A background label with a few rectangles of other labels; each label has its own colour (so a network can
+    learn it), plus noise."""
+    mask = np.full((height, width), labels[0], np.uint8)
+    for label in rng.choice(labels[1:], size=3):
+        top, left = rng.integers(0, height - 4), rng.integers(0, width - 4)
+        mask[top:top + rng.integers(4, height // 2 + 5), left:left + rng.integers(4, width // 2 + 5)] = label
+    colours = np.random.default_rng(7).integers(0, 255, (256, 3))
+    image = colours[mask] + rng.normal(0, 12, (height, width, 3))
+    return np.clip(image, 0, 255).astype(np.uint8), mask
+
+
+def mixed_sizes(count: int, seed: int = 0) -> list[tuple[int, int]]:
+    """``count`` (height, width) of different sizes and aspects (portrait, landscape, square), 24..80 px, a few
+    repeated (real datasets have many images of their commonest size)."""
+    rng = np.random.default_rng(seed)
+    sizes = [(int(rng.integers(24, 81)), int(rng.integers(24, 81))) for _ in range(count)]
+    return [sizes[0] if i % 4 == 0 else size for i, size in enumerate(sizes)]
+
+
+def make_voc_mixed(root: Path, counts=(("train", 24), ("val", 12))) -> None:
+    """VOC 2012's layout with images of their own sizes (JPEG images, palette masks with the 255 border)."""
+    set_dir = root / "ImageSets" / "Segmentation"
+    set_dir.mkdir(parents=True, exist_ok=True)
+    for offset, (split, count) in enumerate(counts):
+        names = []
+        for i, (height, width) in enumerate(mixed_sizes(count, seed=offset)):
+            name = f"2008_{offset:02d}{i:04d}"
+            image, mask = _scene(height, width, [0, 1, 8, 15], np.random.default_rng([offset, i]))
+            mask[0, :] = 255  # VOC's object borders are 255 (ignored)
+            (root / "JPEGImages").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(root / "JPEGImages" / f"{name}.jpg", quality=95)
+            save_png(root / "SegmentationClass" / f"{name}.png", mask, mode="P", palette=voc_palette())
+            names.append(name)
+        (set_dir / f"{split}.txt").write_text("\n".join(names) + "\n")
+
+
+def make_ade20k_mixed(root: Path, counts=(("training", 24), ("validation", 12))) -> None:
+    """ADEChallengeData2016's layout with images of their own sizes (annotation 0 = other, ignored)."""
+    base = root / "ADEChallengeData2016"
+    for offset, (folder, count) in enumerate(counts):
+        for i, (height, width) in enumerate(mixed_sizes(count, seed=10 + offset)):
+            name = f"ADE_{folder[:5]}_{i:08d}"
+            image, mask = _scene(height, width, [1, 0, 3, 150], np.random.default_rng([10 + offset, i]))
+            (base / "images" / folder).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(base / "images" / folder / f"{name}.jpg", quality=95)
+            save_png(base / "annotations" / folder / f"{name}.png", mask, mode="L")

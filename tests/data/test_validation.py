@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sstkd.data.cache import build_cache
 from sstkd.data.manifest import DatasetValidationError, build_manifest, read_image
 from sstkd.data.sources import open_source
 
@@ -206,17 +205,3 @@ def test_an_image_too_small_to_train_on_is_rejected_naming_it(tmp_path):
     save_png(tmp_path / "images" / "x1.png", rgb(1, 1))
     save_png(tmp_path / "masks" / "x1.png", np.zeros((1, 1), np.uint8), mode="L")
     assert "x1.png: image is 1x1, too small to train on (each side must be at least 8 pixels)" in _problems(tmp_path)
-
-
-def test_different_image_sizes_without_cache_size_name_the_sizes_and_files(tmp_path):
-    make_generic(tmp_path)
-    save_png(tmp_path / "images" / "y1.png", rgb(20, 10))
-    save_png(tmp_path / "masks" / "y1.png", np.zeros((20, 10), np.uint8), mode="L")
-    source = open_source("generic", tmp_path)
-    manifest = build_manifest(source, ["train", "val", "test"], workers=1)
-    with pytest.raises(ValueError) as error:
-        build_cache(source.root, manifest, source.label_lut, None, workers=1)
-    message = str(error.value)
-    assert "12x16 (HxW): 3 image(s), e.g. images/" in message and "20x10 (HxW): 1 image(s), e.g. images/y1.png" in message
-    assert "Set preprocessing.cache_size: [height, width]" in message
-    assert build_cache(source.root, manifest, source.label_lut, (12, 16), workers=1)["val"]["images"].shape[1:3] == (12, 16)

@@ -18,6 +18,7 @@ from kedro.io import AbstractDataset, DatasetError
 
 from sstkd.atomic import replaced_directory, write_bytes_atomically
 from sstkd.data.cache import ArrayCache
+from sstkd.data.ragged import RaggedArray
 from sstkd.data.sources import SourceLayout, open_source
 from sstkd.data.synthetic import MosaicSpec, write_texture_mosaics
 from sstkd.errors import MissingFileError, UnreadableFileError, restore_or_rebuild
@@ -38,6 +39,14 @@ def _open_array(path: Path, fix: str) -> np.ndarray:
         raise MissingFileError("an array of the cache is missing", path, fix) from None
     except (ValueError, OSError) as error:  # a truncated .npy: "mmap length is greater than file size"
         raise UnreadableFileError(f"a truncated or corrupt cache array ({error})", path, fix) from error
+
+
+def _shape_summary(array) -> list | dict:
+    """A stacked array's shape; for a ragged one its item count and the range of its item shapes."""
+    if isinstance(array, RaggedArray):
+        return {"items": len(array), "smallest": array.shapes.min(axis=0).tolist(),
+                "largest": array.shapes.max(axis=0).tolist()}
+    return list(np.shape(array))
 
 
 class SegmentationSourceDataset(AbstractDataset[MosaicSpec, SourceLayout]):
@@ -77,7 +86,8 @@ class SegmentationSourceDataset(AbstractDataset[MosaicSpec, SourceLayout]):
 
 
 class ArrayCacheDataset(AbstractDataset[dict, dict]):
-    """``{split: {name: ndarray}}`` stored as ``<path>/<split>/<name>.npy`` plus ``meta.json``.
+    """``{split: {name: ndarray}}`` stored as ``<path>/<split>/<name>.npy`` plus ``meta.json``; a
+    :class:`RaggedArray` as its flat buffer ``<name>.npy`` and its ``<name>.shapes.npy``.
 
     Loading memory-maps the arrays, so a training process touches only the samples it reads. ``meta.json``
     records the fingerprint of the data the cache was decoded from, so a stale cache can be recognised.
@@ -95,21 +105,40 @@ class ArrayCacheDataset(AbstractDataset[dict, dict]):
         try:
             meta = json.loads(meta_file.read_text())
             arrays = dict(meta["arrays"])
+            ragged = {split: set(names) for split, names in dict(meta.get("ragged", {})).items()}
         except (ValueError, KeyError, TypeError) as error:
             raise UnreadableFileError(f"not an array cache's index ({error})", meta_file, rebuild) from error
-        splits = {split: {name: _open_array(self._path / split / f"{name}.npy", rebuild) for name in names}
-                  for split, names in arrays.items()}
+
+        def opened(split: str, name: str):
+            array = _open_array(self._path / split / f"{name}.npy", rebuild)
+            if name not in ragged.get(split, ()):
+                return array
+            shapes_file = self._path / split / f"{name}.shapes.npy"
+            try:
+                return RaggedArray(array, np.asarray(_open_array(shapes_file, rebuild)))
+            except ValueError as error:  # a buffer and a shapes table of different writes
+                raise UnreadableFileError(f"a ragged cache array that does not match its shapes ({error})",
+                                          shapes_file, rebuild) from error
+
+        splits = {split: {name: opened(split, name) for name in names} for split, names in arrays.items()}
         return ArrayCache(splits, source_fingerprint=meta.get("source_fingerprint"))
 
     def save(self, data: dict[str, dict[str, np.ndarray]]) -> None:
         with replaced_directory(self._path, owner_file="meta.json") as staging:
+            ragged = {}
             for split, arrays in data.items():
                 (staging / split).mkdir()
                 for name, array in arrays.items():
-                    np.save(staging / split / f"{name}.npy", np.asarray(array))
+                    if isinstance(array, RaggedArray):  # the flat buffer plus its shapes index
+                        np.save(staging / split / f"{name}.npy", array.data)
+                        np.save(staging / split / f"{name}.shapes.npy", array.shapes)
+                        ragged.setdefault(split, []).append(name)
+                    else:
+                        np.save(staging / split / f"{name}.npy", np.asarray(array))
             meta = {"source_fingerprint": getattr(data, "source_fingerprint", None),
                     "arrays": {split: sorted(arrays) for split, arrays in data.items()},
-                    "shapes": {split: {k: list(np.shape(v)) for k, v in arrays.items()} for split, arrays in data.items()}}
+                    "ragged": {split: sorted(names) for split, names in ragged.items()},
+                    "shapes": {split: {k: _shape_summary(v) for k, v in arrays.items()} for split, arrays in data.items()}}
             (staging / "meta.json").write_text(json.dumps(meta, indent=2))
 
     def _exists(self) -> bool:

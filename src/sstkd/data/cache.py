@@ -1,8 +1,9 @@
-"""A fast input path: every sample decoded once, resized to a fixed size and kept as uint8 arrays.
+"""A fast input path: every sample decoded once and kept as uint8 arrays, at one size or at each image's own.
 
 Training then reads memory-mapped ``.npy`` files instead of decoding PNG/JPEG each epoch (see
 ``benchmarks/data_cache.py`` for the measured speed-up). Masks are stored as training ids (the layout's look-up
-table already applied) and resized with nearest neighbour, images bilinearly.
+table already applied); where a cache size is set they are resized with nearest neighbour, images bilinearly.
+Images of several sizes without a cache size are kept ragged (:mod:`sstkd.data.ragged`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pandas as pd
 from PIL import Image
 
 from sstkd.data.manifest import manifest_fingerprint, read_image, read_mask
+from sstkd.data.ragged import RaggedArray
 from sstkd.errors import UserError
 
 
@@ -82,20 +84,6 @@ def _load_sample(root: Path, row, lut: np.ndarray, size: tuple[int, int] | None)
     return image, mask
 
 
-def _require_one_size(manifest: pd.DataFrame, examples: int = 2) -> None:
-    """Without ``cache_size`` every image is stacked as is, so all must share one size: name the sizes found."""
-    groups = manifest.groupby(["height", "width"], sort=False)["image_path"]
-    if groups.ngroups <= 1:
-        return
-    found = "; ".join(
-        f"{height}x{width} (HxW): {len(paths)} image(s), e.g. {', '.join(paths.iloc[:examples])}"
-        for (height, width), paths in sorted(groups, key=lambda group: -len(group[1]))
-    )
-    raise ValueError(f"preprocessing.cache_size is null, so every image must have the same size, but the images "
-                     f"have {groups.ngroups} sizes: {found}. Set preprocessing.cache_size: [height, width] to resize "
-                     "them all to one size.")
-
-
 def build_cache(
     root: str | Path,
     manifest: pd.DataFrame,
@@ -105,26 +93,36 @@ def build_cache(
     progress=None,
     source_fingerprint: str | None = None,
 ) -> ArrayCache:
-    """Decode every sample of the manifest: ``{split: {"images": (N,H,W,3), "masks": (N,H,W), "ids": (N,)}}``.
+    """Decode every sample of the manifest: ``{split: {"images", "masks", "ids"}}``.
 
-    ``size`` is ``(height, width)``; ``None`` keeps the original size, which must then be the same for every image.
-    ``source_fingerprint`` (the manifest's) is kept with the arrays so later stages can refuse a stale cache.
+    ``size`` is ``(height, width)``: every image resized to it, stacked ``(N, H, W, 3)`` / ``(N, H, W)``. ``None``
+    keeps each image at its own size: stacked as well where a split's images share one size, otherwise a
+    :class:`~sstkd.data.ragged.RaggedArray` (VOC, ADE20K), allocated once from the manifest's sizes and filled in
+    place. ``source_fingerprint`` (the manifest's) is kept with the arrays so later stages can refuse a stale cache.
     """
     root = Path(root)
     label_lut = np.asarray(label_lut, dtype=np.uint8)
-    if size is None:
-        _require_one_size(manifest)
     cache = ArrayCache(source_fingerprint=source_fingerprint)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for split, rows in manifest.groupby("split", sort=False):
-            pairs = []
-            for pair in pool.map(lambda row: _load_sample(root, row, label_lut, size), rows.itertuples()):
-                pairs.append(pair)
+            if size is not None:
+                sizes = np.tile(np.asarray(size, dtype=np.int64), (len(rows), 1))
+            else:
+                sizes = rows[["height", "width"]].to_numpy(dtype=np.int64)
+            if (sizes == sizes[0]).all():
+                images = np.empty((len(rows), *sizes[0], 3), dtype=np.uint8)
+                masks = np.empty((len(rows), *sizes[0]), dtype=np.uint8)
+            else:
+                images = RaggedArray.empty(np.column_stack([sizes, np.full(len(rows), 3)]), np.uint8)
+                masks = RaggedArray.empty(sizes, np.uint8)
+            loaded = pool.map(lambda row: _load_sample(root, row, label_lut, size), rows.itertuples())
+            for index, (image, mask) in enumerate(loaded):
+                if image.shape[:2] != tuple(sizes[index]):  # the manifest was written from other files
+                    raise InconsistentInputsError(
+                        f"{root / rows.iloc[index].image_path}: the image is {image.shape[0]}x{image.shape[1]}, the "
+                        f"manifest says {sizes[index][0]}x{sizes[index][1]}. Run `kedro run --pipelines ingestion` again.")
+                images[index][...], masks[index][...] = image, mask
                 if progress is not None:
                     progress(1)
-            cache[str(split)] = {
-                "images": np.stack([p[0] for p in pairs]),
-                "masks": np.stack([p[1] for p in pairs]),
-                "ids": rows["sample_id"].to_numpy(dtype=str),
-            }
+            cache[str(split)] = {"images": images, "masks": masks, "ids": rows["sample_id"].to_numpy(dtype=str)}
     return cache

@@ -6,11 +6,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from sstkd.data.ragged import item_sizes
 from sstkd.data.transforms import TransformConfig, eval_transform, train_transform
 
 
 class SegmentationArrays(Dataset):
-    """Samples from ``images`` ``(N, H, W, 3)`` uint8 and ``masks`` ``(N, H, W)`` uint8 (arrays or memmaps).
+    """Samples from ``images`` ``(N, H, W, 3)`` uint8 and ``masks`` ``(N, H, W)`` uint8 (arrays or memmaps), or
+    from ragged arrays of images at their own sizes (:mod:`sstkd.data.ragged`).
 
     With ``train=True`` each item is randomly augmented from a generator seeded by ``(seed, epoch, index)``;
     call :meth:`set_epoch` before each epoch.
@@ -21,8 +23,12 @@ class SegmentationArrays(Dataset):
             raise ValueError(f"{len(images)} images but {len(masks)} masks")
         if len(images) == 0:
             raise ValueError("the split is empty: no samples to load")
-        if images.shape[1:3] != masks.shape[1:3]:
-            raise ValueError(f"image size {images.shape[1:3]} differs from mask size {masks.shape[1:3]}")
+        self.sizes = item_sizes(images)
+        differ = np.flatnonzero((self.sizes != item_sizes(masks)).any(axis=1))
+        if len(differ):
+            first = int(differ[0])
+            raise ValueError(f"{len(differ)} image(s) differ in size from their masks, e.g. item {first}: image "
+                             f"{tuple(self.sizes[first])}, mask {tuple(item_sizes(masks)[first])}")
         self.images, self.masks, self.config, self.train, self.seed = images, masks, config, train, seed
         self.epoch = 0
 

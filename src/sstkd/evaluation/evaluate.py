@@ -10,15 +10,17 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
+from sstkd.data.ragged import item_sizes, same_size_batches, stacked
 from sstkd.data.transforms import normalized_batch
 from sstkd.evaluation.inference import predict_logits
 from sstkd.evaluation.metrics import BoundaryScores, ConfusionMatrix
 
 
-def _batches(images: np.ndarray, masks: np.ndarray, batch_size: int, normalization: dict, device):
-    for start in range(0, len(images), batch_size):
-        yield (normalized_batch(images[start : start + batch_size], normalization, device),
-               torch.from_numpy(np.array(masks[start : start + batch_size])).long().to(device))
+def _batches(images, masks, batch_size: int, normalization: dict, device):
+    """Batches of images of one size, each image once: a ragged split is evaluated at every image's own size."""
+    for indices in same_size_batches(item_sizes(images), batch_size):
+        yield (normalized_batch(stacked(images, indices), normalization, device),
+               torch.from_numpy(stacked(masks, indices)).long().to(device))
 
 
 @torch.no_grad()
@@ -26,12 +28,18 @@ def evaluate_network(network: nn.Module, images: np.ndarray, masks: np.ndarray, 
                      normalization: dict, batch_size: int = 8, window=None, overlap: float = 1 / 3,
                      flip: bool = False, scales=(1.0,), boundary_radius: int = 2,
                      device: torch.device | str = "cpu", name: str = "model") -> dict:
-    """mIoU, per-class IoU, pixel/mean accuracy, boundary IoU/F-score and the confusion matrix."""
+    """mIoU, per-class IoU, pixel/mean accuracy, boundary IoU/F-score and the confusion matrix.
+
+    ``images`` and ``masks`` stacked or ragged (:mod:`sstkd.data.ragged`): the prediction of each image is made and
+    scored at its own size, so the confusion matrix is the one of one-at-a-time evaluation.
+    """
     network = network.to(device).eval()
     matrix = ConfusionMatrix(num_classes, device)
     boundary = BoundaryScores(num_classes, boundary_radius, device)
-    for batch, target in tqdm(_batches(images, masks, batch_size, normalization, device), total=-(-len(images) // batch_size), desc=f"evaluating {name}",
-                              leave=False, disable=None):  # None: no bar off a terminal (log files, CI)
+    batches = len(same_size_batches(item_sizes(images), batch_size))
+    for batch, target in tqdm(_batches(images, masks, batch_size, normalization, device), total=batches,
+                              desc=f"evaluating {name}", leave=False,
+                              disable=None):  # None: no bar off a terminal (log files, CI)
         prediction = predict_logits(network, batch, window=window, overlap=overlap, flip=flip,
                                     scales=tuple(scales)).argmax(1)
         matrix.update(prediction, target)

@@ -59,9 +59,7 @@ def published_markdown(table: pd.DataFrame, key: str) -> str:
 
     lines = ["", f"## Beside the published numbers: {protocol}, student {student}", "",
              f"{entry['dataset']}. Published rows from {entry['source']}. *Ours* are this study's (its "
-             "evaluation.split, mean and interval over seeds); a dash: this study did not run that method. Where "
-             "this env resizes every image to one cache size (VOC, ADE20K: aspect not kept), ours are not measured "
-             "like for like.", "",
+             "evaluation.split, mean and interval over seeds); a dash: this study did not run that method.", "",
              "| method | published mIoU | ours: mIoU mean [interval] | ours − published |", "|---|---|---|---|"]
     for _, row in table.iterrows():
         interval = (f" [{cell(row['our_miou_ci_low'])}, {cell(row['our_miou_ci_high'])}]"

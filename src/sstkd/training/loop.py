@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
@@ -32,6 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
+from sstkd.data.ragged import same_size_batches
 from sstkd.distill.losses import DistillationCriterion
 from sstkd.errors import UserError
 from sstkd.evaluation.inference import predict_logits
@@ -61,6 +63,7 @@ class TrainingConfig(BaseModel):
     accumulate_steps: int = Field(1, ge=1)
     crop_size: tuple[int, int] = (96, 96)
     scale_range: tuple[float, float] = (0.75, 1.5)
+    scale_step: float | None = Field(None, gt=0)  # a scale of lo, lo + step, ..., hi (CIRKD's loaders: 0.1)
     hflip: bool = True
     num_workers: int = Field(0, ge=0)
     seed: int = 0
@@ -123,18 +126,21 @@ def poly_decay(total_steps: int, power: float, warmup_steps: int = 0) -> Callabl
     return factor
 
 
-def _loader(dataset: Dataset, config: TrainingConfig, train: bool, seed: int) -> tuple[DataLoader, object]:
+def _per_rank_batch(config: TrainingConfig) -> int:
+    return max(1, config.batch_size // (dist_utils.world_size() * config.accumulate_steps))
+
+
+def _train_loader(dataset: Dataset, config: TrainingConfig, seed: int) -> tuple[DataLoader, object]:
     sampler = None
     generator = torch.Generator().manual_seed(seed)
     if dist_utils.is_distributed():
-        sampler = DistributedSampler(dataset, shuffle=train, seed=seed, drop_last=train)
-    per_rank_batch = max(1, config.batch_size // (dist_utils.world_size() * config.accumulate_steps))
+        sampler = DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=True)
     loader = DataLoader(
         dataset,
-        batch_size=per_rank_batch,
-        shuffle=train and sampler is None,
+        batch_size=_per_rank_batch(config),
+        shuffle=sampler is None,
         sampler=sampler,
-        drop_last=train,
+        drop_last=True,
         num_workers=config.num_workers,
         pin_memory=torch.cuda.is_available(),
         generator=generator,
@@ -146,8 +152,17 @@ def _loader(dataset: Dataset, config: TrainingConfig, train: bool, seed: int) ->
 @torch.no_grad()
 def validate(model: nn.Module, dataset: Dataset, num_classes: int, config: TrainingConfig,
              device: torch.device, window: tuple[int, int] | None = None) -> dict:
-    """mIoU and accuracies of ``model`` on ``dataset`` (confusion matrix summed over ranks)."""
-    loader, _ = _loader(dataset, config, train=False, seed=0)
+    """mIoU and accuracies of ``model`` on ``dataset`` (confusion matrix summed over ranks).
+
+    Every image is seen once, at its own size: batches of one size (:func:`same_size_batches`), dealt out to the
+    ranks in turn (``model`` is the bare network, so ranks may run different numbers of batches).
+    """
+    sizes = getattr(dataset, "sizes", None)
+    if sizes is None:
+        sizes = np.zeros((len(dataset), 2), dtype=np.int64)
+    batches = same_size_batches(sizes, _per_rank_batch(config))[dist_utils.rank()::dist_utils.world_size()]
+    loader = DataLoader(dataset, batch_sampler=[batch.tolist() for batch in batches], num_workers=config.num_workers,
+                        pin_memory=torch.cuda.is_available())
     was_training = model.training
     model.eval()
     matrix = ConfusionMatrix(num_classes, device)
@@ -267,7 +282,7 @@ def train_segmenter(
     critic_optimizer = (torch.optim.Adam(adversarial.discriminator.parameters(), lr=adversarial.lr,
                                          betas=(0.9, 0.99)) if adversarial is not None else None)
 
-    train_loader, sampler = _loader(train_set, config, train=True, seed=config.seed)
+    train_loader, sampler = _train_loader(train_set, config, seed=config.seed)
     steps_per_epoch = len(train_loader) // config.accumulate_steps
     if config.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)

@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 from sstkd import tracking
 from sstkd.config import EvaluationParams, StudyParams, validate
 from sstkd.data.cache import check_cache_matches_info
+from sstkd.data.ragged import center_cropped, most_common_size
 from sstkd.evaluation.evaluate import evaluate_network, network_cost, predict_labels
 from sstkd.evaluation.plots import (
     plot_per_class_iou,
@@ -62,7 +63,7 @@ def evaluate_models(training_cache: dict, dataset_info: dict, evaluation: dict, 
         # Every seed of a method has the same network: its cost is measured once (and the same for all).
         same_network = json.dumps(payload["network"], sort_keys=True)
         if same_network not in costs:
-            costs[same_network] = network_cost(network, images.shape[1], images.shape[2], params.latency_runs)
+            costs[same_network] = network_cost(network, *most_common_size(images), params.latency_runs)
         cost = costs[same_network]
         results[name] = {"role": payload.get("role", "student"), "architecture": _architecture(payload),
                          "metrics": metrics, "cost": cost, "best_val_miou": payload.get("best_val_miou"),
@@ -111,9 +112,10 @@ def measure_texture_transfer(training_cache: dict, dataset_info: dict, evaluatio
 
 
 def _evenly_spaced(split: dict, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """``count`` images and masks of a cached split, evenly spaced over it (all of them if it has fewer)."""
+    """``count`` images and masks of a cached split, evenly spaced over it (all of them if it has fewer), stacked;
+    a ragged split's centre-cropped to the smallest of them."""
     picked = np.unique(np.linspace(0, len(split["images"]) - 1, min(count, len(split["images"]))).round().astype(int))
-    return np.array(split["images"][picked]), np.array(split["masks"][picked])
+    return center_cropped(split["images"], split["masks"], picked)
 
 
 def build_report(evaluation_results: dict, dataset_info: dict, texture_transfer_results: dict, study: dict
@@ -158,7 +160,7 @@ def plot_examples(training_cache: dict, dataset_info: dict, evaluation: dict, **
     models = {seeds[name][0]: payload for name, payload in models.items() if seeds[name][1] in (None, first_seed)}
     split = training_cache[params.split]
     count = min(params.qualitative_samples, len(split["images"]))
-    images, masks = np.array(split["images"][:count]), np.array(split["masks"][:count])
+    images, masks = center_cropped(split["images"], split["masks"], range(count))
     networks = {name: network_from_payload(payload, source=name) for name, payload in models.items()}
     normalization = next(iter(models.values()))["normalization"]
     predictions = {name: predict_labels(net, images, models[name]["normalization"], params.sliding_window)

@@ -25,5 +25,5 @@ def build_training_cache(raw_dataset: SourceLayout, manifest: pd.DataFrame, data
 def describe_training_split(training_cache: dict, dataset_info: dict) -> tuple[dict, plt.Figure]:
     check_cache_matches_info(training_cache, dataset_info, required_splits=("train",))
     train = training_cache["train"]
-    statistics = dataset_statistics(np.asarray(train["images"]), np.asarray(train["masks"]), dataset_info["classes"])
+    statistics = dataset_statistics(train["images"], train["masks"], dataset_info["classes"])
     return statistics, plot_class_frequencies(statistics)
