@@ -32,6 +32,17 @@ def test_protocol_cost_times_every_row_of_the_env_and_orders_its_projections():
     assert one_process > teacher_free > workers > 0  # KD rows spend time in the teacher; two workers halve them
 
 
+def test_data_cache_reads_the_ragged_cache_beside_the_fixed_one_and_the_files():
+    result = subprocess.run([sys.executable, "benchmarks/data_cache.py", "--samples", "12", "--size-range", "30", "50",
+                             "--fixed-size", "48", "48", "--crop", "32"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = {line[:16].strip(): line[16:].split() for line in result.stdout.splitlines()[2:]}
+    assert sorted(rows) == ["files (decode)", "fixed cache", "ragged cache"]
+    assert rows["files (decode)"][1] == "1.0x" and all(float(row[0]) > 0 for row in rows.values())
+    assert result.stdout.startswith("12 voc training samples, ") and "fixed cache 48x48" in result.stdout
+
+
 @pytest.mark.slow
 def test_kd_diagnosis_trains_probes_reports_and_measures_calibration_on_a_real_tiny_study(tmp_path):
     """benchmarks/kd_diagnosis.py on a study that `kedro run` wrote (data and teacher of conf/tiny)."""
