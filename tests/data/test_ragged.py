@@ -177,3 +177,21 @@ def test_figures_and_diagnostics_get_one_batch_of_centre_crops_and_a_cost_at_the
     stacked_images = np.zeros((5, 6, 7, 3), np.uint8)
     assert center_cropped(stacked_images, np.zeros((5, 6, 7), np.uint8), [0, 4])[0].shape == (2, 6, 7, 3)
     assert most_common_size(stacked_images) == (6, 7)
+
+
+def test_a_memory_mapped_ragged_cache_travels_to_ddp_workers_by_file_name_not_by_copy(tmp_path):
+    import pickle
+
+    from sstkd.training.launch import _by_reference, _reopen
+
+    images, masks = _ragged_split()
+    dataset = ArrayCacheDataset(str(tmp_path / "cache"))
+    dataset.save({"train": {"images": images, "masks": masks}})
+    loaded = dataset.load()
+    sent = pickle.dumps(_by_reference(loaded))
+    assert len(sent) < 4096 < len(images.data)  # the shapes index and a file name, not the pixels
+    received = _reopen(pickle.loads(sent))["train"]
+    assert isinstance(received["images"], RaggedArray) and isinstance(received["images"].data, np.memmap)
+    for index in range(len(images)):
+        np.testing.assert_array_equal(received["images"][index], images[index])
+        np.testing.assert_array_equal(received["masks"][index], masks[index])

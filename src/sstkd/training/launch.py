@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+from sstkd.data.ragged import RaggedArray
 from sstkd.training.recipe import train_network
 
 
@@ -31,13 +32,22 @@ def _free_local_endpoint() -> str:
 
 def _by_reference(cache: dict) -> dict:
     """Memory-mapped arrays travel to the workers as file names (pickling would copy the whole cache)."""
-    return {split: {name: ("memmap", array.filename) if isinstance(array, np.memmap) else array
-                    for name, array in arrays.items()} for split, arrays in cache.items()}
+    def reference(array):
+        if isinstance(array, np.memmap):
+            return ("memmap", array.filename)
+        if isinstance(array, RaggedArray) and isinstance(array.data, np.memmap):
+            return ("ragged", array.data.filename, array.shapes)
+        return array
+    return {split: {name: reference(array) for name, array in arrays.items()} for split, arrays in cache.items()}
 
 
 def _reopen(cache: dict) -> dict:
-    return {split: {name: np.load(value[1], mmap_mode="r") if isinstance(value, tuple) else value
-                    for name, value in arrays.items()} for split, arrays in cache.items()}
+    def reopened(value):
+        if not isinstance(value, tuple):
+            return value
+        array = np.load(value[1], mmap_mode="r")
+        return RaggedArray(array, value[2]) if value[0] == "ragged" else array
+    return {split: {name: reopened(value) for name, value in arrays.items()} for split, arrays in cache.items()}
 
 
 def _die_with_parent() -> None:
