@@ -172,3 +172,23 @@ def test_cpu_bf16_autocast_trains_in_bf16_with_channels_last_and_stays_close_to_
     assert [h["loss"] for h in bf16_result.history] != first  # other numerics...
     assert [h["loss"] for h in bf16_result.history] == pytest.approx(first, rel=0.05)  # ...the same training
     assert bf16["fingerprint"] != fp32["fingerprint"]
+
+
+def test_a_worker_process_trains_the_same_weights_as_this_process():
+    """The concurrent students' path (sstkd.training.launch): a spawned worker at one thread, against this process
+    at one thread."""
+    from sstkd.training.launch import train_in_worker_process
+    from sstkd.training.recipe import train_network
+
+    kwargs = dict(name="student", cache=helpers.tiny_cache(n_train=8, n_val=4), dataset_info=helpers.INFO,
+                  statistics=helpers.STATS, network_config=helpers.STUDENT, losses={"cross_entropy": {}},
+                  training=helpers.config(epochs=1))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        here, _ = train_network(**kwargs)
+    finally:
+        torch.set_num_threads(threads)
+    there, result = train_in_worker_process(kwargs, processes=1, threads=1)
+    assert all(torch.equal(there["state_dict"][k], v) for k, v in here["state_dict"].items())
+    assert result.history[0]["val_miou"] == there["best_val_miou"]

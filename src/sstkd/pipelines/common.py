@@ -7,7 +7,11 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import os
+import threading
 from pathlib import Path
+
+import torch
 
 from sstkd import tracking
 from sstkd.atomic import write_bytes_atomically
@@ -15,7 +19,7 @@ from sstkd.config import PRETRAINED
 from sstkd.errors import UserError
 from sstkd.models.segmenter import NetworkConfig
 from sstkd.training.checkpoint import load_checkpoint
-from sstkd.training.launch import run_data_parallel
+from sstkd.training.launch import run_data_parallel, train_in_worker_process
 from sstkd.training.loop import TrainingConfig
 from sstkd.training.recipe import network_from_payload, train_network, training_fingerprint
 
@@ -67,6 +71,12 @@ def train_and_track(name: str, role: str, cache: dict, dataset_info: dict, stati
             results = run_data_parallel(training.nproc, kwargs, training.nnodes, training.rdzv_endpoint)
             payload, history = results[min(results)]
             unlogged = history  # the workers are separate processes, outside this MLflow run
+        elif role == "student" and threading.current_thread() is not threading.main_thread():
+            # A threaded runner: students side by side, each in a worker process (its own random state)
+            processes = training.concurrent_students or os.cpu_count() or 1
+            payload, result = train_in_worker_process(kwargs | {"training": training.model_copy(update={
+                "progress": False})}, processes, threads=max(1, torch.get_num_threads() // processes))
+            history = unlogged = result.history
         else:
             payload, result = train_network(**kwargs, callbacks=[tracking.epoch_logger()])
             history = result.history

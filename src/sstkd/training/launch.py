@@ -1,19 +1,30 @@
-"""Start data-parallel training from inside a Kedro node through torch's elastic launcher (torchrun's engine).
+"""Training outside the Kedro process: data-parallel workers, or concurrent students in worker processes.
 
-``training.nproc`` workers per node run :func:`train_network` under DDP (NCCL on GPUs, Gloo on CPU); the node
-gets rank 0's result back and writes it through the catalog as usual. For several machines, run the same
-``kedro run`` on each with ``training.nnodes`` (e.g. ``"2"``) and a shared ``training.rdzv_endpoint``
-(``host:port`` of one of them); rendezvous is torch's c10d store.
+Data-parallel: ``training.nproc`` workers per node run :func:`train_network` under DDP (NCCL on GPUs, Gloo on
+CPU) through torch's elastic launcher (torchrun's engine); the node gets rank 0's result back and writes it through
+the catalog as usual. For several machines, run the same ``kedro run`` on each with ``training.nnodes`` (e.g.
+``"2"``) and a shared ``training.rdzv_endpoint`` (``host:port`` of one of them); rendezvous is torch's c10d store.
+
+Concurrent students (``kedro run --runner ThreadRunner``): each student node's thread hands its training to a pool
+of worker processes, one student per process with a fixed thread count, so students train side by side without
+sharing torch's global random state or its threads: each ends weight for weight as it would alone, in a sequential
+run at the same thread count.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
+import multiprocessing
 import os
 import signal
 import socket
+import sys
+import threading
+import time
 import uuid
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import torch
@@ -21,6 +32,7 @@ import torch.distributed as dist
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
 from sstkd.data.ragged import RaggedArray
+from sstkd.logs import PLAIN_DATE_FORMAT, PLAIN_FORMAT
 from sstkd.training.recipe import train_network
 
 
@@ -87,3 +99,40 @@ def run_data_parallel(nproc: int, kwargs: dict, nnodes: str = "1", rdzv_endpoint
         monitor_interval=1,
     )
     return elastic_launch(config, _worker)(kwargs | {"cache": _by_reference(kwargs["cache"])})
+
+
+_POOLS: dict[tuple[int, int], ProcessPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    """End this pool worker when the ``kedro run`` that started it is gone (killed): a training left running would
+    go on writing checkpoints nobody holds the project lock for. (Polled, because PR_SET_PDEATHSIG fires when the
+    *thread* that forked the worker ends, and the runner's threads end before the process does.)"""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
+def _start_pool_worker(parent: int, threads: int) -> None:
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
+    torch.set_num_threads(threads)
+    # plain lines on the run's stdout (the spawned interpreter imported Kedro, whose logging setup is for a console)
+    logging.basicConfig(level=logging.INFO, format=PLAIN_FORMAT, datefmt=PLAIN_DATE_FORMAT, stream=sys.stdout, force=True)
+
+
+def _train_in_worker(kwargs: dict):
+    return train_network(**(kwargs | {"cache": _reopen(kwargs["cache"])}))
+
+
+def train_in_worker_process(kwargs: dict, processes: int, threads: int):
+    """:func:`train_network` in one of ``processes`` worker processes of ``threads`` torch threads each (started on
+    first use and kept for the run's other students); returns its ``(payload, TrainingResult)``. Called from
+    several threads at once, it runs up to ``processes`` trainings side by side and queues the others."""
+    with _POOLS_LOCK:
+        pool = _POOLS.get((processes, threads))
+        if pool is None:
+            pool = ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_start_pool_worker, initargs=(os.getpid(), threads))
+            _POOLS[(processes, threads)] = pool
+    return pool.submit(_train_in_worker, kwargs | {"cache": _by_reference(kwargs["cache"])}).result()

@@ -82,6 +82,9 @@ class TrainingConfig(BaseModel):
     max_steps_per_epoch: int | None = Field(None, ge=1)
     progress: bool = True
     nproc: int = Field(1, ge=1)
+    # Students side by side under `kedro run --runner ThreadRunner`: at most this many at once (null: one per CPU
+    # core), each in its own worker process with (this process's threads / this) torch threads.
+    concurrent_students: int | None = Field(None, ge=1)
     rdzv_endpoint: str | None = None
     nnodes: str = "1"
     checkpoint_root: str | None = "data/06_models/checkpoints"  # resumable per-epoch state, one folder per model

@@ -27,7 +27,7 @@ def fingerprint_of(*parts) -> str:
 
 # Training keys that decide where and how a run executes, not what it produces: outside the fingerprint.
 RUN_ONLY_TRAINING_KEYS = ("progress", "log_every", "num_workers", "nproc", "rdzv_endpoint", "nnodes", "checkpoint_root",
-                          "teacher_cache_root", "teacher_cache_gb")
+                          "teacher_cache_root", "teacher_cache_gb", "concurrent_students")
 
 
 # Training keys added after studies existed, left out of the fingerprint at their default value: a model trained
