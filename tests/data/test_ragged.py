@@ -190,8 +190,31 @@ def test_a_memory_mapped_ragged_cache_travels_to_ddp_workers_by_file_name_not_by
     loaded = dataset.load()
     sent = pickle.dumps(_by_reference(loaded))
     assert len(sent) < 4096 < len(images.data)  # the shapes index and a file name, not the pixels
-    received = _reopen(pickle.loads(sent))["train"]
+    assert loaded.resized_to is None and loaded.source_fingerprint is None
+    loaded.resized_to, loaded.source_fingerprint = (64, 64), "abc"  # travels with the arrays (the model fingerprint)
+    reopened = _reopen(pickle.loads(pickle.dumps(_by_reference(loaded))))
+    assert (reopened.resized_to, reopened.source_fingerprint) == ((64, 64), "abc")
+    received = reopened["train"]
     assert isinstance(received["images"], RaggedArray) and isinstance(received["images"].data, np.memmap)
     for index in range(len(images)):
         np.testing.assert_array_equal(received["images"][index], images[index])
         np.testing.assert_array_equal(received["masks"][index], masks[index])
+
+
+def test_a_model_trained_on_resized_images_is_not_up_to_date_for_the_images_at_their_own_size(tmp_path):
+    from sstkd.data.cache import ArrayCache
+    from sstkd.models.segmenter import NetworkConfig
+    from sstkd.training.recipe import training_fingerprint
+
+    def fingerprint(cache):
+        return training_fingerprint("baseline.seed_0", NetworkConfig(), {"cross_entropy": {}}, TrainingConfig(),
+                                    {"fingerprint": "data"}, None, cache)
+
+    own_sizes = ArrayCache({}, "data")
+    assert fingerprint(own_sizes) == fingerprint(None)  # models trained before the cache recorded sizes stay current
+    assert fingerprint(ArrayCache({}, "data", resized_to=(128, 128))) not in (fingerprint(own_sizes),
+                                                                              fingerprint(ArrayCache({}, "data", (64, 64))))
+    images, masks = _ragged_split()
+    dataset = ArrayCacheDataset(str(tmp_path / "cache"))
+    dataset.save(ArrayCache({"val": {"images": images, "masks": masks}}, "data", resized_to=(20, 30)))
+    assert dataset.load().resized_to == (20, 30)

@@ -47,3 +47,6 @@ def test_our_rows_sit_beside_the_published_ones_with_their_difference():
     assert math.isnan(table.loc["ifvd", "our_miou_mean"])  # published, not run here
     markdown = published_markdown(table.reset_index(), "cirkd_cityscapes:deeplabv3_resnet18")
     assert "| cirkd | 76.38 | **76.00** [" in markdown and "| ifvd | 75.59 | **–** | – |" in markdown
+    assert "like for like" not in markdown  # images at their own size, as published
+    resized = published_markdown(table.reset_index(), "cirkd_cityscapes:deeplabv3_resnet18", (512, 512))
+    assert "**Not like for like:** this study's cache resized every image to 512x512" in resized

@@ -63,7 +63,10 @@ def test_environment_builds_networks_and_data_path(env, tmp_path):
     manifest = build_manifest(source, ingestion.required_splits, workers=2)
     cache = build_cache(source.root, manifest, source.label_lut, preprocessing.cache_size, workers=2)
     statistics = {"mean": [0.5] * 3, "std": [0.25] * 3}
-    train = split_dataset(cache, "train", transform_config(teacher_training, statistics), train=True, seed=0)
+    transforms = transform_config(teacher_training, statistics)
+    # the published loaders' scale grid: CIRKD's 0.5 + randint(0, 15) / 10, SKD's (SSTKD's lineage) randint(0, 16)
+    assert (transforms.scale_step, transforms.scale_range) == (0.1, (0.5, 2.0 if env.endswith("_cirkd") else 2.1))
+    train = split_dataset(cache, "train", transforms, train=True, seed=0)
     image, mask = train[0]
     assert tuple(image.shape[-2:]) == tuple(teacher_training.crop_size) == tuple(mask.shape)
 

@@ -62,3 +62,4 @@ def test_a_cirkd_env_trains_on_crops_of_the_originals_and_scores_every_image_at_
         assert np.asarray(result["metrics"]["confusion_matrix"]).sum() == labelled, name
     report = (project / f"data/{env}/08_reporting/report.md").read_text()
     assert "Beside the published numbers" in report and "like for like" not in report
+    assert {result["images_resized_to"] for result in results.values()} == {None}  # each image at its own size

@@ -121,7 +121,7 @@ class ArrayCacheDataset(AbstractDataset[dict, dict]):
                                           shapes_file, rebuild) from error
 
         splits = {split: {name: opened(split, name) for name in names} for split, names in arrays.items()}
-        return ArrayCache(splits, source_fingerprint=meta.get("source_fingerprint"))
+        return ArrayCache(splits, source_fingerprint=meta.get("source_fingerprint"), resized_to=meta.get("resized_to"))
 
     def save(self, data: dict[str, dict[str, np.ndarray]]) -> None:
         with replaced_directory(self._path, owner_file="meta.json") as staging:
@@ -135,7 +135,9 @@ class ArrayCacheDataset(AbstractDataset[dict, dict]):
                         ragged.setdefault(split, []).append(name)
                     else:
                         np.save(staging / split / f"{name}.npy", np.asarray(array))
+            resized_to = getattr(data, "resized_to", None)
             meta = {"source_fingerprint": getattr(data, "source_fingerprint", None),
+                    "resized_to": list(resized_to) if resized_to else None,
                     "arrays": {split: sorted(arrays) for split, arrays in data.items()},
                     "ragged": {split: sorted(names) for split, names in ragged.items()},
                     "shapes": {split: {k: _shape_summary(v) for k, v in arrays.items()} for split, arrays in data.items()}}

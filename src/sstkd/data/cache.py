@@ -21,11 +21,13 @@ from sstkd.errors import UserError
 
 
 class ArrayCache(dict):
-    """``{split: {"images", "masks", "ids"}}`` plus the fingerprint of the data it was decoded from."""
+    """``{split: {"images", "masks", "ids"}}`` plus the fingerprint of the data it was decoded from and the size
+    every image was resized to (``None``: each kept at its own size)."""
 
-    def __init__(self, splits=(), source_fingerprint: str | None = None):
+    def __init__(self, splits=(), source_fingerprint: str | None = None, resized_to: tuple[int, int] | None = None):
         super().__init__(splits)
         self.source_fingerprint = source_fingerprint
+        self.resized_to = tuple(resized_to) if resized_to else None
 
 
 class InconsistentInputsError(UserError, ValueError):
@@ -102,7 +104,7 @@ def build_cache(
     """
     root = Path(root)
     label_lut = np.asarray(label_lut, dtype=np.uint8)
-    cache = ArrayCache(source_fingerprint=source_fingerprint)
+    cache = ArrayCache(source_fingerprint=source_fingerprint, resized_to=size)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for split, rows in manifest.groupby("split", sort=False):
             if size is not None:

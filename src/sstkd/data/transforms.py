@@ -21,7 +21,7 @@ class TransformConfig:
     crop_size: tuple[int, int] = (96, 96)
     scale_range: tuple[float, float] = (0.75, 1.5)
     # None: a scale drawn uniformly from scale_range; a step: one of lo, lo + step, ..., hi, equally likely
-    # (CIRKD's and SKD's loaders: 0.5 + randint(0, 15) / 10)
+    # (CIRKD's loaders: 0.5 + randint(0, 15) / 10, range 0.5-2.0; SKD's: randint(0, 16), range 0.5-2.1)
     scale_step: float | None = None
     hflip: bool = True
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)

@@ -16,9 +16,9 @@ from sstkd.evaluation.inference import predict_logits
 from sstkd.evaluation.metrics import BoundaryScores, ConfusionMatrix
 
 
-def _batches(images, masks, batch_size: int, normalization: dict, device):
-    """Batches of images of one size, each image once: a ragged split is evaluated at every image's own size."""
-    for indices in same_size_batches(item_sizes(images), batch_size):
+def _batches(images, masks, batches: list, normalization: dict, device):
+    """The images and masks of each batch of indices (of one size: a ragged split is seen at every image's own)."""
+    for indices in batches:
         yield (normalized_batch(stacked(images, indices), normalization, device),
                torch.from_numpy(stacked(masks, indices)).long().to(device))
 
@@ -36,8 +36,8 @@ def evaluate_network(network: nn.Module, images: np.ndarray, masks: np.ndarray, 
     network = network.to(device).eval()
     matrix = ConfusionMatrix(num_classes, device)
     boundary = BoundaryScores(num_classes, boundary_radius, device)
-    batches = len(same_size_batches(item_sizes(images), batch_size))
-    for batch, target in tqdm(_batches(images, masks, batch_size, normalization, device), total=batches,
+    batches = same_size_batches(item_sizes(images), batch_size)
+    for batch, target in tqdm(_batches(images, masks, batches, normalization, device), total=len(batches),
                               desc=f"evaluating {name}", leave=False,
                               disable=None):  # None: no bar off a terminal (log files, CI)
         prediction = predict_logits(network, batch, window=window, overlap=overlap, flip=flip,

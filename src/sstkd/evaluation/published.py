@@ -50,7 +50,9 @@ def beside_published(methods: pd.DataFrame, key: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def published_markdown(table: pd.DataFrame, key: str) -> str:
+def published_markdown(table: pd.DataFrame, key: str, images_resized_to: tuple[int, int] | None = None) -> str:
+    """The report's section; ``images_resized_to``: the size the study's cache resized every image to (the published
+    numbers are of images at their own size), named as the reason ours are not like for like."""
     protocol, student = parse_published(key)
     entry = published_results()[protocol]
 
@@ -59,7 +61,10 @@ def published_markdown(table: pd.DataFrame, key: str) -> str:
 
     lines = ["", f"## Beside the published numbers: {protocol}, student {student}", "",
              f"{entry['dataset']}. Published rows from {entry['source']}. *Ours* are this study's (its "
-             "evaluation.split, mean and interval over seeds); a dash: this study did not run that method.", "",
+             "evaluation.split, mean and interval over seeds); a dash: this study did not run that method." + (
+                 f" **Not like for like:** this study's cache resized every image to {images_resized_to[0]}x"
+                 f"{images_resized_to[1]} (`preprocessing.cache_size`); the published numbers train on crops of the "
+                 "images at their own size and evaluate each whole." if images_resized_to else ""), "",
              "| method | published mIoU | ours: mIoU mean [interval] | ours − published |", "|---|---|---|---|"]
     for _, row in table.iterrows():
         interval = (f" [{cell(row['our_miou_ci_low'])}, {cell(row['our_miou_ci_high'])}]"

@@ -46,7 +46,7 @@ def train_and_track(name: str, role: str, cache: dict, dataset_info: dict, stati
     kwargs = dict(name=name, cache=cache, dataset_info=dataset_info, statistics=statistics,
                   network_config=network, losses=losses, training=training, teacher_payload=teacher_payload,
                   checkpoint_root=training.checkpoint_root)
-    fingerprint = training_fingerprint(name, network, losses, training, dataset_info, teacher_payload)
+    fingerprint = training_fingerprint(name, network, losses, training, dataset_info, teacher_payload, cache)
     record_path = Path(training.checkpoint_root) / name / RECORD_FILE if training.checkpoint_root else None
     finished = _finished_record(record_path, fingerprint)
     if finished is not None:

@@ -31,6 +31,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+from sstkd.data.cache import ArrayCache
 from sstkd.data.ragged import RaggedArray
 from sstkd.logs import PLAIN_DATE_FORMAT, PLAIN_FORMAT
 from sstkd.training.recipe import train_network
@@ -42,6 +43,13 @@ def _free_local_endpoint() -> str:
         return f"127.0.0.1:{probe.getsockname()[1]}"
 
 
+def _like(cache: dict, splits: dict) -> ArrayCache:
+    """``splits`` with what ``cache`` records of its data (fingerprint, resize): a worker's model fingerprint is the
+    node's."""
+    return ArrayCache(splits, source_fingerprint=getattr(cache, "source_fingerprint", None),
+                      resized_to=getattr(cache, "resized_to", None))
+
+
 def _by_reference(cache: dict) -> dict:
     """Memory-mapped arrays travel to the workers as file names (pickling would copy the whole cache)."""
     def reference(array):
@@ -50,7 +58,7 @@ def _by_reference(cache: dict) -> dict:
         if isinstance(array, RaggedArray) and isinstance(array.data, np.memmap):
             return ("ragged", array.data.filename, array.shapes)
         return array
-    return {split: {name: reference(array) for name, array in arrays.items()} for split, arrays in cache.items()}
+    return _like(cache, {split: {name: reference(array) for name, array in arrays.items()} for split, arrays in cache.items()})
 
 
 def _reopen(cache: dict) -> dict:
@@ -59,7 +67,7 @@ def _reopen(cache: dict) -> dict:
             return value
         array = np.load(value[1], mmap_mode="r")
         return RaggedArray(array, value[2]) if value[0] == "ragged" else array
-    return {split: {name: reopened(value) for name, value in arrays.items()} for split, arrays in cache.items()}
+    return _like(cache, {split: {name: reopened(value) for name, value in arrays.items()} for split, arrays in cache.items()})
 
 
 def _die_with_parent() -> None:

@@ -27,7 +27,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -63,7 +63,7 @@ class TrainingConfig(BaseModel):
     accumulate_steps: int = Field(1, ge=1)
     crop_size: tuple[int, int] = (96, 96)
     scale_range: tuple[float, float] = (0.75, 1.5)
-    scale_step: float | None = Field(None, gt=0)  # a scale of lo, lo + step, ..., hi (CIRKD's loaders: 0.1)
+    scale_step: float | None = Field(None, gt=0)  # a scale of lo, lo + step, ..., hi (CIRKD's, SKD's loaders: 0.1)
     hflip: bool = True
     num_workers: int = Field(0, ge=0)
     seed: int = 0
@@ -92,6 +92,18 @@ class TrainingConfig(BaseModel):
     # a folder (sstkd.training.teacher_cache), kept under teacher_cache_gb. Exact, so it changes no result.
     teacher_cache_root: str | None = None
     teacher_cache_gb: float = Field(8.0, gt=0)
+
+    @model_validator(mode="after")
+    def _scale_step_divides_the_range(self) -> TrainingConfig:
+        low, high = self.scale_range
+        if high < low:
+            raise ValueError(f"scale_range {list(self.scale_range)}: the low end comes first")
+        if self.scale_step is not None:
+            steps = (high - low) / self.scale_step
+            if abs(steps - round(steps)) > 1e-6:
+                raise ValueError(f"scale_step {self.scale_step} does not divide scale_range {list(self.scale_range)} "
+                                 "into whole steps (the largest scale would fall outside the range)")
+        return self
 
 
 class NonFiniteLossError(UserError, FloatingPointError):

@@ -36,12 +36,18 @@ LATER_TRAINING_KEYS = {"cpu_bf16": False, "validate_every": 1, "scale_step": Non
 
 
 def training_fingerprint(name: str, network_config: NetworkConfig, losses: dict, training: TrainingConfig,
-                         dataset_info: dict, teacher_payload: dict | None = None) -> str:
-    """A hash of everything that decides what training ``name`` produces (not where or how verbosely it runs)."""
+                         dataset_info: dict, teacher_payload: dict | None = None, cache: dict | None = None) -> str:
+    """A hash of everything that decides what training ``name`` produces (not where or how verbosely it runs).
+
+    The cache's image size counts where the cache resized the images (the same data at 128x128 and at its own sizes
+    trains other models); a cache of the images as they are adds nothing, so those models keep their fingerprint.
+    """
     decisive = training.model_dump(exclude=set(RUN_ONLY_TRAINING_KEYS))
     decisive = {k: v for k, v in decisive.items() if k not in LATER_TRAINING_KEYS or v != LATER_TRAINING_KEYS[k]}
+    resized_to = getattr(cache, "resized_to", None)
     return fingerprint_of(name, network_config.identity(), losses, decisive, dataset_info.get("fingerprint"),
-                          teacher_payload.get("fingerprint") if teacher_payload else None)
+                          teacher_payload.get("fingerprint") if teacher_payload else None,
+                          *([{"cache_resized_to": list(resized_to)}] if resized_to else []))
 
 
 def transform_config(training: TrainingConfig, statistics: dict) -> TransformConfig:
@@ -144,7 +150,7 @@ def train_network(
         teacher.low_level_channels if teacher is not None else None, where=f"{name}.losses",
         student_head_channels=student.head_channels,
         teacher_head_channels=teacher.head_channels if teacher is not None else None)
-    fingerprint = training_fingerprint(name, network_config, losses, training, dataset_info, teacher_payload)
+    fingerprint = training_fingerprint(name, network_config, losses, training, dataset_info, teacher_payload, cache)
     teacher_cache = None
     if teacher is not None and criterion.needs_teacher and training.teacher_cache_root:
         # everything besides the input that decides the teacher's float outputs

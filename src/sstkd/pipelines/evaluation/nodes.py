@@ -65,7 +65,9 @@ def evaluate_models(training_cache: dict, dataset_info: dict, evaluation: dict, 
         if same_network not in costs:
             costs[same_network] = network_cost(network, *most_common_size(images), params.latency_runs)
         cost = costs[same_network]
+        resized_to = getattr(training_cache, "resized_to", None)
         results[name] = {"role": payload.get("role", "student"), "architecture": _architecture(payload),
+                         "images_resized_to": list(resized_to) if resized_to else None,
                          "metrics": metrics, "cost": cost, "best_val_miou": payload.get("best_val_miou"),
                          "val_miou_curve": payload.get("val_miou_curve"),
                          "mlflow_run_id": payload.get("mlflow_run_id", ""),
@@ -134,7 +136,8 @@ def build_report(evaluation_results: dict, dataset_info: dict, texture_transfer_
     metrics = summary_metrics(summary, transfer_summary)
     if params.published:
         published = beside_published(summary.methods, params.published)
-        markdown += published_markdown(published, params.published)
+        resized = next((r["images_resized_to"] for r in evaluation_results.values() if r.get("images_resized_to")), None)
+        markdown += published_markdown(published, params.published, resized)
         for _, row in published.iterrows():
             if row["method"] in metrics:
                 metrics[row["method"]] |= {"published_miou": row["published_miou"],
