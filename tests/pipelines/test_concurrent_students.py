@@ -7,7 +7,7 @@ import torch
 
 from .cli import copy_project, run
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # two tiny studies, ~65 s: `make test-all` and CI run it
 
 STUDENTS = [f"{method}/seed_{seed}" for method in ("baseline", "pixel_kd", "sstkd") for seed in (0, 1)]
 
