@@ -23,12 +23,12 @@ class SegmentationArrays(Dataset):
             raise ValueError(f"{len(images)} images but {len(masks)} masks")
         if len(images) == 0:
             raise ValueError("the split is empty: no samples to load")
-        self.sizes = item_sizes(images)
-        differ = np.flatnonzero((self.sizes != item_sizes(masks)).any(axis=1))
+        self.sizes, mask_sizes = item_sizes(images), item_sizes(masks)
+        differ = np.flatnonzero((self.sizes != mask_sizes).any(axis=1))
         if len(differ):
             first = int(differ[0])
             raise ValueError(f"{len(differ)} image(s) differ in size from their masks, e.g. item {first}: image "
-                             f"{tuple(self.sizes[first])}, mask {tuple(item_sizes(masks)[first])}")
+                             f"{tuple(self.sizes[first])}, mask {tuple(mask_sizes[first])}")
         self.images, self.masks, self.config, self.train, self.seed = images, masks, config, train, seed
         self.epoch = 0
 

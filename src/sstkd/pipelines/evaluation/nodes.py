@@ -54,6 +54,7 @@ def evaluate_models(training_cache: dict, dataset_info: dict, evaluation: dict, 
     images, masks = training_cache[params.split]["images"], training_cache[params.split]["masks"]
     device = local_device(params.device)
     num_classes = int(dataset_info["num_classes"])
+    resized_to = getattr(training_cache, "resized_to", None)
     results, costs = {}, {}
     for name, payload in models.items():
         network = network_from_payload(payload, source=name)
@@ -65,7 +66,6 @@ def evaluate_models(training_cache: dict, dataset_info: dict, evaluation: dict, 
         if same_network not in costs:
             costs[same_network] = network_cost(network, *most_common_size(images), params.latency_runs)
         cost = costs[same_network]
-        resized_to = getattr(training_cache, "resized_to", None)
         results[name] = {"role": payload.get("role", "student"), "architecture": _architecture(payload),
                          "images_resized_to": list(resized_to) if resized_to else None,
                          "metrics": metrics, "cost": cost, "best_val_miou": payload.get("best_val_miou"),
