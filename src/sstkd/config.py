@@ -62,7 +62,7 @@ class SyntheticParams(_Strict):
     max_regions: int = Field(7, ge=1)
     boundary_warp: float = Field(10.0, ge=0)
     sensor_noise: float = Field(0.02, ge=0)
-    family: Literal["mosaics", "dead_leaves"] = "mosaics"
+    family: Literal["mosaics", "dead_leaves", "layered"] = "mosaics"
 
 
 class IngestionParams(_Strict):

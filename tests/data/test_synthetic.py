@@ -197,3 +197,38 @@ def test_dead_leaves_contrast_is_lower_than_the_mosaics():
 
     leaves = MosaicSpec(seed=0, image_size=64, family="dead_leaves")
     assert mean_local_contrast(leaves) < mean_local_contrast(MosaicSpec(seed=0, image_size=64))
+
+
+def test_layered_textures_are_a_third_deterministic_family_whose_layout_changes_only_the_local_energy(tmp_path):
+    from scipy.ndimage import uniform_filter
+
+    from sstkd.data.layered_textures import LAYERED_CLASSES, layered_texture, micro_texture
+
+    spec = MosaicSpec(seed=4, image_size=64, splits={"train": 3}, family="layered")
+    assert spec.classes == LAYERED_CLASSES and len(LAYERED_CLASSES) == 16
+    assert spec.fingerprint() != MosaicSpec(seed=4, image_size=64, family="dead_leaves").fingerprint()
+    first, again = render_mosaic(spec, 2), render_mosaic(spec, 2)
+    np.testing.assert_array_equal(first[0], again[0])
+    np.testing.assert_array_equal(first[1], again[1])
+    counts = np.zeros(len(LAYERED_CLASSES))
+    for index in range(80):
+        counts += np.bincount(render_mosaic(spec, index)[1].ravel(), minlength=len(LAYERED_CLASSES))
+    assert (counts > 0).all() and counts.max() < 5 * counts.min()
+    for micro in ("grating", "crosshatch", "grain", "speckle"):
+        texture = micro_texture(micro, np.random.default_rng(0), 96)
+        assert abs(texture.mean()) < 1e-6 and abs(texture.std() - 1) < 1e-6, micro
+    # The layout is a variance-only cue: smoothed over a few fine periods, the texture's mean stays near zero
+    # while its local energy switches between full and faint.
+    for name in LAYERED_CLASSES:
+        texture = layered_texture(LAYERED_CLASSES.index(name), np.random.default_rng(1), 128)
+        local_mean = uniform_filter(texture, 7)[16:-16, 16:-16]
+        local_energy = uniform_filter(texture**2, 7)[16:-16, 16:-16]
+        assert np.abs(local_mean).mean() < 0.35 * np.sqrt(local_energy).mean(), name
+        spread = np.percentile(local_energy, 90) / np.percentile(local_energy, 10)
+        if name.endswith("_plain"):
+            assert spread < 6, (name, spread)
+        elif not name.startswith("speckle") and not name.endswith("_blobs"):
+            assert spread > 6, (name, spread)  # switched between full and faint amplitude
+    write_texture_mosaics(spec, tmp_path / "layered")
+    meta = json.loads((tmp_path / "layered" / "classes.json").read_text())
+    assert meta["classes"] == list(LAYERED_CLASSES) and meta["hflip_safe"] is True

@@ -32,12 +32,13 @@ from PIL import Image
 
 from sstkd.atomic import ForeignFolderError, replaced_directory
 from sstkd.data.dead_leaves import LEAF_CLASSES, render_dead_leaves
+from sstkd.data.layered_textures import LAYERED_CLASSES, render_layered
 from sstkd.data.noise import smooth_noise
 
 STRUCTURAL_CLASSES = ("stripes_0", "stripes_45", "stripes_90", "stripes_135", "crosshatch")
 STATISTICAL_CLASSES = ("gaussian_grain", "binary_grain", "coarse_grain", "sparse_speckle", "faint_smooth")
 TEXTURE_CLASSES = STRUCTURAL_CLASSES + STATISTICAL_CLASSES
-FAMILY_CLASSES = {"mosaics": TEXTURE_CLASSES, "dead_leaves": LEAF_CLASSES}
+FAMILY_CLASSES = {"mosaics": TEXTURE_CLASSES, "dead_leaves": LEAF_CLASSES, "layered": LAYERED_CLASSES}
 IGNORE_INDEX = 255
 
 
@@ -52,7 +53,9 @@ class MosaicSpec:
     max_regions: int = 7
     boundary_warp: float = 10.0
     sensor_noise: float = 0.02
-    family: str = "mosaics"  # or "dead_leaves" (sstkd.data.dead_leaves): another family of shapes and textures
+    # or "dead_leaves" (sstkd.data.dead_leaves): another family of shapes and textures; or "layered"
+    # (sstkd.data.layered_textures): Voronoi regions of textures of textures, on which capacity matters
+    family: str = "mosaics"
 
     def __post_init__(self) -> None:
         if self.family not in FAMILY_CLASSES:
@@ -127,7 +130,8 @@ def render_mosaic(spec: MosaicSpec, index: int) -> tuple[np.ndarray, np.ndarray]
     """Render sample ``index`` of ``spec``: an ``(S, S, 3)`` uint8 image and an ``(S, S)`` uint8 class mask.
 
     The sample depends only on ``(spec.seed, index)``, so any subset can be regenerated independently.
-    ``spec.family == "dead_leaves"`` renders a dead-leaves scene instead (:mod:`sstkd.data.dead_leaves`).
+    ``spec.family == "dead_leaves"`` renders a dead-leaves scene instead (:mod:`sstkd.data.dead_leaves`);
+    ``"layered"`` fills the same kind of regions with layered textures (:mod:`sstkd.data.layered_textures`).
     """
     rng = np.random.default_rng([spec.seed, index])
     size = spec.image_size
@@ -135,6 +139,8 @@ def render_mosaic(spec: MosaicSpec, index: int) -> tuple[np.ndarray, np.ndarray]
         return render_dead_leaves(rng, size, spec.min_regions, spec.max_regions, spec.boundary_warp,
                                   spec.sensor_noise)
     regions = _region_map(rng, spec)
+    if spec.family == "layered":
+        return render_layered(rng, regions, spec.sensor_noise)
     image = np.zeros((size, size, 3), dtype=np.float64)
     mask = np.zeros((size, size), dtype=np.uint8)
     for region in np.unique(regions):
@@ -252,7 +258,7 @@ def write_texture_mosaics(
                      # A horizontal mirror turns stripes_45 into stripes_135: flip augmentation would mislabel them.
                      "hflip_safe": False}
         else:
-            meta["hflip_safe"] = True  # every dead-leaves texture is drawn at a random orientation
+            meta["hflip_safe"] = True  # every dead-leaves and layered texture is drawn at a random orientation
         (staging / "classes.json").write_text(json.dumps(meta, indent=2) + "\n")
         (staging / GENERATED_MARKER).write_text(json.dumps(generator, indent=2) + "\n")
     return True
