@@ -88,7 +88,8 @@ class LineageHooks:
     def after_pipeline_run(self, pipeline, catalog) -> None:
         self._release()
         if "study_table" in pipeline.all_outputs():
-            _print_study(catalog, self._parameters.get("study") or {})
+            _print_study(catalog, self._parameters.get("study") or {},
+                         str((self._parameters.get("evaluation") or {}).get("split", "test")))
         if self._context is not None and "report_markdown" in pipeline.all_outputs():
             entry = self._context.config_loader["catalog"].get("report_markdown") or {}
             path = (entry.get("dataset") or entry).get("filepath")
@@ -127,7 +128,7 @@ class RunTagHooks:
         })
 
 
-def _print_study(catalog, study: dict) -> None:
+def _print_study(catalog, study: dict, split: str) -> None:
     """The study's table, the last thing a run prints: plain aligned text on stdout (a terminal or a log file)."""
     try:
         methods, comparisons = catalog.load("study_table"), catalog.load("study_comparisons")
@@ -136,9 +137,9 @@ def _print_study(catalog, study: dict) -> None:
         return
     confidence = float(study.get("confidence", 0.95))
     seeds = study.get("seeds", "")
-    click.echo(f"\nThe study: test metrics in %, mean ± std [{100 * confidence:g}% interval] over seeds {seeds}; "
+    click.echo(f"\nThe study: {split} metrics in %, mean ± std [{100 * confidence:g}% interval] over seeds {seeds}; "
                f"paired differences and verdicts against each reference\n"
-               + "\n".join(study_console_table(methods, comparisons)) + "\n")
+               + "\n".join(study_console_table(methods, comparisons, split=split)) + "\n")
 
 
 def _parent_run_tag() -> dict[str, str]:

@@ -74,6 +74,9 @@ def test_three_seeds_give_intervals_paired_verdicts_and_the_gap_recovered():
     assert "64.03 ± " in row and "+3.03 [" in row and "better" in row
     column = header.index("vs baseline")
     assert row[column:].startswith("+3.03 [")  # each cell starts under its heading
+    # a study evaluated on another split (evaluation.split) says so in its heading
+    assert study_console_table(summary.methods, summary.comparisons, split="val")[0].split()[:4] == \
+        ["method", "seeds", "val", "mIoU"]
 
 
 def test_one_seed_reports_points_and_says_no_interval_or_verdict_can_be_given():

@@ -209,14 +209,16 @@ def study_markdown(summary: StudySummary) -> str:
     return "\n".join(lines) + "\n"
 
 
-def study_console_table(methods: pd.DataFrame, comparisons: pd.DataFrame, baseline: str = "baseline") -> list[str]:
-    """The study as an aligned plain-text table for the console and log files: per method its test mIoU (mean ±
-    std [interval]), its paired mIoU difference and verdict against each reference, and the gap it recovered.
+def study_console_table(methods: pd.DataFrame, comparisons: pd.DataFrame, baseline: str = "baseline",
+                        split: str = "test") -> list[str]:
+    """The study as an aligned plain-text table for the console and log files: per method its mIoU on ``split``
+    (``evaluation.split``; mean ± std [interval]), its paired mIoU difference and verdict against each reference,
+    and the gap it recovered.
     Takes :class:`StudySummary`'s frames or the same tables read back from ``study.csv`` /
     ``study_comparisons.csv`` (what a finished run prints at its end)."""
     pairs = comparisons[comparisons["metric"] == "miou"] if not comparisons.empty else comparisons
     references = list(dict.fromkeys(pairs["reference"])) if not pairs.empty else []
-    rows = [["method", "seeds", "test mIoU", *(f"vs {reference}" for reference in references), "gap recovered"]]
+    rows = [["method", "seeds", f"{split} mIoU", *(f"vs {reference}" for reference in references), "gap recovered"]]
     for _, row in methods.iterrows():
         student = row["role"] == "student"
         cells = [str(row["method"]), str(int(row["seeds"])) if student else "-", _interval_cell(row, "miou")]
