@@ -111,16 +111,28 @@ def list_runs(client, out=sys.stdout, limit: int = 30) -> None:
         raise SystemExit("no 'sstkd' experiment in this store yet: run `kedro run` first")
     runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=limit)
     print(f"{'run id':34s} {'name':20s} {'role':8s} {'model':20s} {'status':9s} {'started (UTC)':16s} "
-          f"{'duration':>8s} {'test mIoU':>9s}  commit", file=out)
+          f"{'duration':>8s} {'mIoU (split)':>14s}  commit", file=out)
     for run in runs:
         tags, metrics, info = run.data.tags, run.data.metrics, run.info
-        miou = metrics.get("test_miou")
+        evaluated = evaluated_miou(metrics)
         started = datetime.datetime.fromtimestamp(info.start_time / 1000, datetime.UTC).strftime("%Y-%m-%d %H:%M")
         duration = f"{(info.end_time - info.start_time) / 1000:7.0f}s" if info.end_time else "running"
         status = info.status if info.status != "FAILED" else "FAILED !"
         print(f"{info.run_id:34s} {tags.get('mlflow.runName', '')[:20]:20s} {tags.get('sstkd.role', 'pipeline'):8s} "
               f"{tags.get('sstkd.model', '')[:20]:20s} {status:9s} {started:16s} {duration:>8s} "
-              f"{'' if miou is None else f'{miou:9.2f}'}  {tags.get('git.commit', '')[:10]}", file=out)
+              f"{'' if evaluated is None else f'{evaluated[0]:7.2f} {evaluated[1]:>6s}':>14s}  "
+              f"{tags.get('git.commit', '')[:10]}", file=out)
+
+
+def evaluated_miou(metrics: dict[str, float]) -> tuple[float, str] | None:
+    """A model run's evaluation mIoU and its split: ``test_miou``, else ``eval_<split>_miou`` (a study evaluated on
+    another split, see ``evaluation.split``); ``None`` for a run that was not evaluated."""
+    if "test_miou" in metrics:
+        return metrics["test_miou"], "test"
+    for key, value in sorted(metrics.items()):
+        if key.startswith("eval_") and key.endswith("_miou") and "." not in key:
+            return value, key[len("eval_"):-len("_miou")]
+    return None
 
 def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `sstkd lineage ... | head` ends quietly

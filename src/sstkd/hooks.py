@@ -15,7 +15,7 @@ from sstkd import tracking
 from sstkd.config import ParameterError, check_parameters
 from sstkd.config_loading import project_config_loader
 from sstkd.errors import install_short_errors
-from sstkd.evaluation.study_summary import study_console_table
+from sstkd.evaluation.study_summary import split_label, study_console_table
 from sstkd.locking import ProjectLock
 from sstkd.logs import plain_lines_off_terminal
 from sstkd.pipeline_registry import use_run_parameters
@@ -88,8 +88,7 @@ class LineageHooks:
     def after_pipeline_run(self, pipeline, catalog) -> None:
         self._release()
         if "study_table" in pipeline.all_outputs():
-            _print_study(catalog, self._parameters.get("study") or {},
-                         str((self._parameters.get("evaluation") or {}).get("split", "test")))
+            _print_study(catalog, self._parameters.get("study") or {})
         if self._context is not None and "report_markdown" in pipeline.all_outputs():
             entry = self._context.config_loader["catalog"].get("report_markdown") or {}
             path = (entry.get("dataset") or entry).get("filepath")
@@ -128,7 +127,7 @@ class RunTagHooks:
         })
 
 
-def _print_study(catalog, study: dict, split: str) -> None:
+def _print_study(catalog, study: dict) -> None:
     """The study's table, the last thing a run prints: plain aligned text on stdout (a terminal or a log file)."""
     try:
         methods, comparisons = catalog.load("study_table"), catalog.load("study_comparisons")
@@ -137,9 +136,10 @@ def _print_study(catalog, study: dict, split: str) -> None:
         return
     confidence = float(study.get("confidence", 0.95))
     seeds = study.get("seeds", "")
-    click.echo(f"\nThe study: {split} metrics in %, mean ± std [{100 * confidence:g}% interval] over seeds {seeds}; "
+    click.echo(f"\nThe study: {split_label(methods, 'metrics')} in %, "
+               f"mean ± std [{100 * confidence:g}% interval] over seeds {seeds}; "
                f"paired differences and verdicts against each reference\n"
-               + "\n".join(study_console_table(methods, comparisons, split=split)) + "\n")
+               + "\n".join(study_console_table(methods, comparisons)) + "\n")
 
 
 def _parent_run_tag() -> dict[str, str]:

@@ -38,7 +38,7 @@ def test_our_rows_sit_beside_the_published_ones_with_their_difference():
         {"model": "teacher", "method": "teacher", "seed": None, "role": "teacher", "miou": 77.0, "boundary_fscore": 50.0},
         *[{"model": f"{m}.seed_{s}", "method": m, "seed": s, "role": "student", "miou": v + s, "boundary_fscore": 40.0}
           for m, v in (("baseline", 73.0), ("cirkd", 75.0)) for s in (0, 1, 2)]])
-    summary = summarize_study(per_model, ["baseline"], 0.95)
+    summary = summarize_study(per_model, ["baseline"], 0.95, split="test")
     table = beside_published(summary.methods, "cirkd_cityscapes:deeplabv3_resnet18").set_index("method")
     assert table.loc["teacher", "published_miou"] == 78.07 and table.loc["teacher", "our_miou_mean"] == 77.0
     assert table.loc["cirkd", "our_miou_mean"] == pytest.approx(76.0)

@@ -34,7 +34,7 @@ def _study(pixel_kd: dict[int, float], teacher: float = 75.0, teacher_probe: flo
             results[name] = {"val_miou_curve": CURVES[seed]}
             probes.append({"model": name, "probe_accuracy": 80.0 + seed})
     per_model = pd.DataFrame(rows)
-    return per_model, results, pd.DataFrame(probes), summarize_study(per_model, ["baseline"])
+    return per_model, results, pd.DataFrame(probes), summarize_study(per_model, ["baseline"], split="test")
 
 
 def test_each_check_equals_its_direct_computation():
@@ -44,6 +44,7 @@ def test_each_check_equals_its_direct_computation():
     assert checks["students converge"].value == pytest.approx((0.5 + 0.5 + 0.4) / 3)  # by hand, from CURVES
     assert checks["students converge"].status == PASS
     assert checks["teacher above the baseline"].value == pytest.approx(75.0 - 61.0)
+    assert "baseline test mIoU" in checks["teacher above the baseline"].threshold  # the split it was measured on
     assert checks["teacher's stage 1 holds more texture"].value == pytest.approx(84.0 - 81.0)
     differences = [61.0 - 60.0, 63.5 - 62.0, 61.5 - 61.0]
     low = sum(differences) / 3 - stats.t.ppf(0.975, 2) * stats.tstd(differences) / math.sqrt(3)
@@ -51,6 +52,14 @@ def test_each_check_equals_its_direct_computation():
     assert kd.value == pytest.approx(1.0) and kd.status == PASS and f"{low:+.2f}" in kd.detail
     assert all(c.status == PASS for c in checks.values())
     assert "Every check passes." in sanity_markdown(list(checks.values()))
+
+
+def test_a_study_on_the_validation_split_says_so_in_its_margin_check():
+    per_model, results, probes, _ = _study({0: 61.0, 1: 63.5, 2: 61.5})
+    summary = summarize_study(per_model, ["baseline"], split="val")
+    margin = next(c for c in sanity_checks(per_model, results, probes, summary, SanityConfig())
+                  if c.key == "teacher_margin")
+    assert "baseline val mIoU" in margin.threshold and "test" not in margin.threshold
 
 
 def test_failures_are_named_first_and_missing_evidence_is_never_a_pass():

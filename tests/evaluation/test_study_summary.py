@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from sstkd.evaluation.plots import plot_study
 from sstkd.evaluation.statistics import ratio_interval
 from sstkd.evaluation.study_summary import (
     study_console_table,
@@ -41,7 +42,7 @@ def test_model_names_carry_method_and_seed_and_seeds_parse_from_the_command_line
 def test_three_seeds_give_intervals_paired_verdicts_and_the_gap_recovered():
     values = {"baseline": {0: 60.0, 1: 62.0, 2: 61.0}, "pixel_kd": {0: 61.0, 1: 63.5, 2: 61.5},
               "sstkd": {0: 63.0, 1: 65.0, 2: 64.1}}
-    summary = summarize_study(_per_model(values))
+    summary = summarize_study(_per_model(values), split="test")
     methods = summary.methods.set_index("method")
     t = stats.t.ppf(0.975, 2)
     sstkd = pd.Series(values["sstkd"])
@@ -74,13 +75,28 @@ def test_three_seeds_give_intervals_paired_verdicts_and_the_gap_recovered():
     assert "64.03 ± " in row and "+3.03 [" in row and "better" in row
     column = header.index("vs baseline")
     assert row[column:].startswith("+3.03 [")  # each cell starts under its heading
-    # a study evaluated on another split (evaluation.split) says so in its heading
-    assert study_console_table(summary.methods, summary.comparisons, split="val")[0].split()[:4] == \
-        ["method", "seeds", "val", "mIoU"]
+    assert "Metrics on the test split, in percent" in study_markdown(summary)
+
+
+def test_a_study_on_another_split_names_it_in_every_table_and_in_study_csv(tmp_path):
+    values = {"baseline": {0: 60.0, 1: 62.0}, "sstkd": {0: 63.0, 1: 64.0}}
+    summary = summarize_study(_per_model(values), split="val")
+    assert summary.split == "val" and set(summary.methods["split"]) == {"val"}
+    markdown = study_markdown(summary)
+    assert "Metrics on the val split, in percent" in markdown and "test split" not in markdown
+    figure = plot_study(_per_model(values), summary.methods)
+    assert [ax.get_ylabel() for ax in figure.axes] == ["val mIoU (%)", "val boundary F-score (%)"]
+    # the console table of a finished run is printed from study.csv read back: the split travels in the file
+    summary.methods.to_csv(tmp_path / "study.csv", index=False)
+    read_back = pd.read_csv(tmp_path / "study.csv")
+    assert study_console_table(read_back, summary.comparisons)[0].split()[:4] == ["method", "seeds", "val", "mIoU"]
+    # a study.csv written before tables recorded their split: no split named rather than a wrong one
+    assert study_console_table(read_back.drop(columns="split"), summary.comparisons)[0].split()[:3] == \
+        ["method", "seeds", "mIoU"]
 
 
 def test_one_seed_reports_points_and_says_no_interval_or_verdict_can_be_given():
-    summary = summarize_study(_per_model({"baseline": {0: 60.0}, "sstkd": {0: 61.0}}))
+    summary = summarize_study(_per_model({"baseline": {0: 60.0}, "sstkd": {0: 61.0}}), split="test")
     assert summary.comparisons.iloc[0]["verdict"] == "one seed: no verdict"
     assert math.isnan(summary.methods.set_index("method").loc["sstkd", "miou_ci_low"])
     markdown = study_markdown(summary)
@@ -93,7 +109,7 @@ def test_a_teacher_inside_the_baselines_seed_spread_gives_a_share_without_bounds
     # Teacher 63 against a baseline of 58 / 61 / 62: the gap (1.67 on average) is not clear of the baseline's own
     # spread, so any share of it is possible; the report must not print a confident interval.
     summary = summarize_study(_per_model({"baseline": {0: 58.0, 1: 61.0, 2: 62.0},
-                                          "sstkd": {0: 59.5, 1: 61.8, 2: 63.1}}, teacher=63.0))
+                                          "sstkd": {0: 59.5, 1: 61.8, 2: 63.1}}, teacher=63.0), split="test")
     sstkd = summary.methods.set_index("method").loc["sstkd"]
     assert sstkd["gap_recovered"] == pytest.approx((61.4667 - 60.3333) / (63.0 - 60.3333), abs=1e-3)
     assert math.isnan(sstkd["gap_recovered_ci_low"]) and math.isnan(sstkd["gap_recovered_ci_high"])
@@ -102,26 +118,28 @@ def test_a_teacher_inside_the_baselines_seed_spread_gives_a_share_without_bounds
     # A method with three seeds that shares one with the baseline has no interval for lack of seeds, not an
     # unbounded one.
     one_shared = summarize_study(_per_model({"baseline": {0: 60.0}, "sstkd": {0: 62.0, 1: 63.0, 2: 61.0}},
-                                            teacher=70.0))
+                                            teacher=70.0), split="test")
     assert "| +20.00% |" in study_markdown(one_shared) and "[unbounded]" not in study_markdown(one_shared)
 
 
 def test_methods_compare_only_on_the_seeds_they_share():
-    summary = summarize_study(_per_model({"baseline": {0: 60.0, 1: 61.0, 2: 59.0}, "sstkd": {1: 62.0, 2: 61.0}}))
+    summary = summarize_study(_per_model({"baseline": {0: 60.0, 1: 61.0, 2: 59.0}, "sstkd": {1: 62.0, 2: 61.0}}),
+                              split="test")
     row = summary.comparisons.set_index(["method", "metric"]).loc[("sstkd", "miou")]
     assert row["seeds"] == 2 and row["difference_mean"] == pytest.approx(1.5)
 
 
 def test_a_teacher_not_above_the_baseline_gives_no_gap_and_missing_references_are_named():
     summary = summarize_study(_per_model({"baseline": {0: 60.0, 1: 62.0}, "sstkd": {0: 63.0, 1: 64.0}},
-                                         teacher=55.0), references=("baseline", "pixel_kd"))
+                                         teacher=55.0), references=("baseline", "pixel_kd"), split="test")
     methods = summary.methods.set_index("method")
     assert math.isnan(methods.loc["sstkd", "gap_recovered"])  # not a sign-flipped share of a negative gap
     assert "Not compared with pixel_kd: not trained in this study" in study_markdown(summary)
 
 
 def test_a_difference_that_is_not_finite_gets_no_verdict():
-    summary = summarize_study(_per_model({"baseline": {0: 60.0, 1: math.nan}, "sstkd": {0: 61.0, 1: 62.0}}))
+    summary = summarize_study(_per_model({"baseline": {0: 60.0, 1: math.nan}, "sstkd": {0: 61.0, 1: 62.0}}),
+                              split="test")
     verdicts = set(summary.comparisons["verdict"])
     assert verdicts == {"no verdict (not finite)"}
 
@@ -142,7 +160,7 @@ def test_a_students_own_seed_is_refused_and_a_dotted_method_name_too():
 def test_another_baseline_name_and_confidence_reach_the_report_and_the_console():
     values = {"student_only": {0: 60.0, 1: 61.0, 2: 59.0}, "sstkd": {0: 63.0, 1: 64.0, 2: 62.5}}
     summary = summarize_study(_per_model(values), references=["student_only"], confidence=0.9,
-                              baseline="student_only")
+                              baseline="student_only", split="test")
     header, _, *rows = study_console_table(summary.methods, summary.comparisons, summary.baseline)
     lines = {line.split()[0]: line for line in rows}
     gap_column = header.index("gap recovered")

@@ -145,20 +145,33 @@ def test_a_full_disk_names_the_artifact_and_keeps_nothing_half_written(project, 
 
 
 def test_a_log_in_a_file_has_whole_lines_and_ends_with_the_study_table(project):
+    # evaluated on val (evaluation.split), the split every table and metric name must then say
     result = run(project, "run", "--env", "tiny", "--pipelines", "distillation,evaluation", "--params",
-                 "distillation.run=[baseline+pixel_kd]")
+                 "distillation.run=[baseline+pixel_kd],evaluation.split=val")
     lines = result.stdout.splitlines()
     assert not any("│" in line or "╭" in line for line in lines)  # no Rich frames in a file
     assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [A-Z]+ ", lines[0]), lines[:3]  # plain from the first line on
     sanity = [line for line in lines if "Sanity checks:" in line]
     assert len(sanity) == 1 and "pixel_kd not worse than baseline" in sanity[0]  # one whole line, not wrapped
     assert any(len(line) > 100 for line in lines)  # nothing cut at 80 columns
-    start = next(i for i, line in enumerate(lines) if line.startswith("The study: test metrics in %"))
+    start = next(i for i, line in enumerate(lines) if line.startswith("The study: val metrics in %"))
     end = lines.index("", start + 1)
     header, rule, *rows = lines[start + 1:end]
-    assert header.split()[:2] == ["method", "seeds"] and "vs baseline" in header
+    assert header.split()[:4] == ["method", "seeds", "val", "mIoU"] and "vs baseline" in header
     assert set(rule) <= {"-", " "}
     assert [row.split()[0] for row in rows] == ["teacher", "baseline", "pixel_kd"]
     assert "+" in rows[2][header.index("vs baseline"):]  # the paired difference under its heading
     metrics = json.loads((project / "data/tiny/08_reporting/metrics.json").read_text())
     assert f"{metrics['pixel_kd']['miou_mean']:.2f}" in rows[2]
+    report = (project / "data/tiny/08_reporting/report.md").read_text()
+    assert "Metrics on the val split" in report and "teacher − baseline val mIoU" in report
+    assert "test mIoU" not in report
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    runs = client.search_runs(client.get_experiment_by_name("sstkd").experiment_id,
+                              order_by=["attributes.start_time DESC"], max_results=10)
+    pipeline = next(r for r in runs if "sstkd.role" not in r.data.tags)  # this run's, not a student's nested one
+    assert "eval_val.teacher.miou" in pipeline.data.metrics and "test.teacher.miou" not in pipeline.data.metrics
+    student = next(r for r in runs if r.data.tags.get("sstkd.model") == "pixel_kd.seed_0")
+    assert "eval_val_miou" in student.data.metrics and "test_miou" not in student.data.metrics

@@ -14,6 +14,7 @@ from sstkd.data.sources import IGNORE_INDEX  # noqa: E402
 from sstkd.data.transforms import normalized_batch  # noqa: E402
 from sstkd.distill.contourlet import ContourletDecomposition, standardize_channels  # noqa: E402
 from sstkd.distill.texture_statistics import DenoisedTextureEqualization, rms_scale_channels  # noqa: E402
+from sstkd.evaluation.study_summary import split_label  # noqa: E402
 from sstkd.study import split_model_name  # noqa: E402
 
 
@@ -26,8 +27,10 @@ def _palette(num_classes: int) -> np.ndarray:
 
 
 def plot_study(per_model: pd.DataFrame, summary: pd.DataFrame, confidence: float = 0.95) -> plt.Figure:
-    """Per method: every seed's test mIoU / boundary F (points), the mean and its interval (bar); teacher dashed."""
-    panels = {"miou": "test mIoU (%)", "boundary_fscore": "boundary F-score (%)"}
+    """Per method: every seed's mIoU / boundary F (points) on the evaluation split, the mean and its interval (bar);
+    teacher dashed."""
+    panels = {"miou": f"{split_label(summary, 'mIoU')} (%)",
+              "boundary_fscore": f"{split_label(summary, 'boundary F-score')} (%)"}
     students = summary[summary["role"] == "student"].reset_index(drop=True)
     fig, axes = plt.subplots(1, 2, figsize=(max(7.0, 1.3 * len(students) + 3), 3.8), squeeze=False)
     rng = np.random.default_rng(0)  # jitter only, so that equal values stay visible

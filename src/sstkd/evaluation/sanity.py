@@ -3,9 +3,9 @@
 A comparison of distillation methods is only a study of distillation when
 * the **students converge**: the baseline's validation mIoU gains less than ``max_last_quarter_gain`` points over
   the last quarter of its schedule (the best epoch of the last quarter over the best before it, mean over seeds);
-* the **teacher is worth distilling**: its test mIoU is at least ``min_teacher_margin`` points above the baseline's
-  mean, and its stage-1 linear probe at least ``min_probe_margin`` points above the baseline's (texture knowledge
-  the student lacks);
+* the **teacher is worth distilling**: its mIoU (on the evaluation split) is at least ``min_teacher_margin`` points
+  above the baseline's mean, and its stage-1 linear probe at least ``min_probe_margin`` points above the
+  baseline's (texture knowledge the student lacks);
 * the **most reliable published result holds**: plain pixel KD (``kd_method``) is not detectably worse than the
   baseline (paired over seeds), as in every published table.
 A check that cannot be computed (no such row, one seed, no recorded curve) is "not measured", never a pass.
@@ -92,7 +92,8 @@ def sanity_checks(per_model: pd.DataFrame, results: dict[str, dict], transfer: p
     teacher_miou = float(teachers["miou"].iloc[0]) if len(teachers) else math.nan
     margin = teacher_miou - baseline_miou
     checks.append(SanityCheck(
-        "teacher_margin", "teacher above the baseline", margin, f"teacher − {baseline} test mIoU ≥ {config.min_teacher_margin:g}",
+        "teacher_margin", "teacher above the baseline", margin,
+        f"teacher − {baseline} {summary.split} mIoU ≥ {config.min_teacher_margin:g}",
         _status(None if math.isnan(margin) else margin >= config.min_teacher_margin),
         f"teacher {teacher_miou:.2f}, {baseline} {baseline_miou:.2f} (mean over {len(students)} seed(s))"
         if not math.isnan(margin) else f"no teacher or no {baseline} row"))

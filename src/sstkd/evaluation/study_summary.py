@@ -25,6 +25,7 @@ class StudySummary:
     methods: pd.DataFrame  # one row per method (the teacher first): seeds, mean, std, interval per metric, gap
     comparisons: pd.DataFrame  # one row per (method, reference, metric): the paired difference and its verdict
     confidence: float
+    split: str  # the split every number is measured on (``evaluation.split``), named wherever one is shown
     baseline: str = "baseline"  # the method the gap recovered is measured from
 
     @property
@@ -39,7 +40,7 @@ def _by_seed(per_model: pd.DataFrame, metric: str) -> dict[str, dict[int, float]
 
 
 def summarize_study(per_model: pd.DataFrame, references: list[str] | tuple[str, ...] = ("baseline", "pixel_kd"),
-                    confidence: float = 0.95, baseline: str = "baseline") -> StudySummary:
+                    confidence: float = 0.95, baseline: str = "baseline", *, split: str) -> StudySummary:
     by_seed = {metric: _by_seed(per_model, metric) for metric in SUMMARY_METRICS}
     teachers = per_model[per_model["role"] == "teacher"]
     rows = []
@@ -75,11 +76,19 @@ def summarize_study(per_model: pd.DataFrame, references: list[str] | tuple[str, 
                     "test": TEST_NAME,
                 })
     methods = pd.DataFrame(rows).round(4)
+    methods["split"] = split  # study.csv says which split it measured, for whoever reads it back (the console table)
     methods.attrs["seeds"] = sorted({s for seeds in by_seed["miou"].values() for s in seeds})
     methods.attrs["missing_references"] = [r for r in references if r not in by_seed["miou"]]
     return StudySummary(methods, pd.DataFrame(comparisons, columns=[
         "method", "reference", "metric", "seeds", "difference_mean", "difference_std", "ci_low", "ci_high",
-        "verdict", "test"]).round(4), confidence, baseline)
+        "verdict", "test"]).round(4), confidence, split, baseline)
+
+
+def split_label(methods: pd.DataFrame, quantity: str) -> str:
+    """``quantity`` named with the split a study table was measured on (``"val mIoU"``); alone for a
+    ``study.csv`` written before tables recorded their split."""
+    split = str(methods["split"].iloc[0]) if "split" in methods.columns and len(methods) else ""
+    return f"{split} {quantity}".strip()
 
 
 def _earlier(method: str, reference: str, references) -> bool:
@@ -171,7 +180,8 @@ def study_markdown(summary: StudySummary) -> str:
     if len(seeds) < 2:
         lines += ["**One seed: no interval and no verdict can be given.** Methods differ by a seed's noise on this "
                   "data; run several seeds (`study.seeds`) before comparing them.", ""]
-    lines += [f"Test metrics in percent: mean ± sample std over seeds [{percent} Student-t interval of the mean]. "
+    lines += [f"Metrics on the {summary.split} split, in percent: mean ± sample std over seeds "
+              f"[{percent} Student-t interval of the mean]. "
               "The teacher is trained once per study (one value). Gap recovered = (method − baseline) / "
               "(teacher − baseline) mIoU, from the paired difference, in percent of the gap (its interval is "
               "Fieller's for a ratio of means over the same seeds; *unbounded* when the teacher's lead is not clear "
@@ -209,16 +219,15 @@ def study_markdown(summary: StudySummary) -> str:
     return "\n".join(lines) + "\n"
 
 
-def study_console_table(methods: pd.DataFrame, comparisons: pd.DataFrame, baseline: str = "baseline",
-                        split: str = "test") -> list[str]:
-    """The study as an aligned plain-text table for the console and log files: per method its mIoU on ``split``
-    (``evaluation.split``; mean ± std [interval]), its paired mIoU difference and verdict against each reference,
+def study_console_table(methods: pd.DataFrame, comparisons: pd.DataFrame, baseline: str = "baseline") -> list[str]:
+    """The study as an aligned plain-text table for the console and log files: per method its mIoU on the split it
+    was measured on (mean ± std [interval]), its paired mIoU difference and verdict against each reference,
     and the gap it recovered.
     Takes :class:`StudySummary`'s frames or the same tables read back from ``study.csv`` /
     ``study_comparisons.csv`` (what a finished run prints at its end)."""
     pairs = comparisons[comparisons["metric"] == "miou"] if not comparisons.empty else comparisons
     references = list(dict.fromkeys(pairs["reference"])) if not pairs.empty else []
-    rows = [["method", "seeds", f"{split} mIoU", *(f"vs {reference}" for reference in references), "gap recovered"]]
+    rows = [["method", "seeds", split_label(methods, "mIoU"), *(f"vs {reference}" for reference in references), "gap recovered"]]
     for _, row in methods.iterrows():
         student = row["role"] == "student"
         cells = [str(row["method"]), str(int(row["seeds"])) if student else "-", _interval_cell(row, "miou")]

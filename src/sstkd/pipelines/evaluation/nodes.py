@@ -1,4 +1,4 @@
-"""Evaluate every trained network on the test split and write the study's report."""
+"""Evaluate every trained network on the evaluation split (``evaluation.split``) and write the study's report."""
 
 import json
 import logging
@@ -12,6 +12,7 @@ from sstkd import tracking
 from sstkd.config import EvaluationParams, StudyParams, validate
 from sstkd.data.cache import check_cache_matches_info
 from sstkd.data.ragged import center_cropped, most_common_size
+from sstkd.errors import UserError
 from sstkd.evaluation.evaluate import evaluate_network, network_cost, predict_labels
 from sstkd.evaluation.plots import (
     plot_per_class_iou,
@@ -69,13 +70,20 @@ def evaluate_models(training_cache: dict, dataset_info: dict, evaluation: dict, 
         results[name] = {"role": payload.get("role", "student"), "architecture": _architecture(payload),
                          "images_resized_to": list(resized_to) if resized_to else None,
                          "metrics": metrics, "cost": cost, "best_val_miou": payload.get("best_val_miou"),
-                         "val_miou_curve": payload.get("val_miou_curve"),
+                         "val_miou_curve": payload.get("val_miou_curve"), "split": params.split,
                          "mlflow_run_id": payload.get("mlflow_run_id", ""),
                          "fingerprint": payload.get("fingerprint", "")}
         # in the report's unit: metrics in percent (the cost keeps its own units)
         _log_model_metrics(name, payload, {k: 100 * v for k, v in metrics.items() if isinstance(v, float)} | cost,
-                           "test")
+                           _mlflow_prefix(params.split))
     return results
+
+
+def _mlflow_prefix(split: str) -> str:
+    """The stem of a model's evaluation metrics in MLflow (``<stem>.<model>.miou`` on the pipeline's run,
+    ``<stem>_miou`` on the model's): ``test`` for the test split, else ``eval_<split>``, since ``val_miou`` on a
+    model's run is already its per-epoch training curve."""
+    return "test" if split == "test" else f"eval_{split}"
 
 
 def _log_model_metrics(name: str, payload: dict, summary: dict, kind: str) -> None:
@@ -120,12 +128,28 @@ def _evenly_spaced(split: dict, count: int) -> tuple[np.ndarray, np.ndarray]:
     return center_cropped(split["images"], split["masks"], picked)
 
 
+def _split_of_results(evaluation_results: dict) -> str:
+    """The split every model was evaluated on (``evaluation.split``, recorded in each result by
+    :func:`evaluate_models`), so that the report names the split its numbers are from."""
+    unrecorded = sorted(name for name, result in evaluation_results.items() if "split" not in result)
+    splits = sorted({result["split"] for result in evaluation_results.values() if "split" in result})
+    rerun = "rerun the evaluation (`kedro run --pipelines evaluation`, with the run's --env)"
+    if unrecorded:
+        raise UserError(f"evaluation results of {', '.join(unrecorded)} do not say which split they were "
+                        "measured on (made by an older version)", "<data_root>/07_model_output/evaluation_results.json", rerun)
+    if len(splits) != 1:
+        raise UserError(f"evaluation results were measured on different splits ({', '.join(splits)})",
+                        "<data_root>/07_model_output/evaluation_results.json", rerun)
+    return splits[0]
+
+
 def build_report(evaluation_results: dict, dataset_info: dict, texture_transfer_results: dict, study: dict
                  ) -> tuple[pd.DataFrame, str, dict, pd.DataFrame, pd.DataFrame, Figure, Figure, pd.DataFrame, Figure]:
     """Per model and per method over seeds: tables, the Markdown report, ``metrics.json`` and the figures."""
     params = validate(StudyParams, study, "study")
     table = report_table(evaluation_results)
-    summary = summarize_study(table, params.references, params.confidence)
+    summary = summarize_study(table, params.references, params.confidence,
+                              split=_split_of_results(evaluation_results))
     transfer = transfer_table(texture_transfer_results)
     transfer_summary = transfer_by_method(transfer)
     checks = sanity_checks(table, evaluation_results, transfer, summary, params.sanity)
