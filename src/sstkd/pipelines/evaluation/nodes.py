@@ -134,12 +134,13 @@ def _split_of_results(evaluation_results: dict) -> str:
     unrecorded = sorted(name for name, result in evaluation_results.items() if "split" not in result)
     splits = sorted({result["split"] for result in evaluation_results.values() if "split" in result})
     rerun = "rerun the evaluation (`kedro run --pipelines evaluation`, with the run's --env)"
+    results_file = "<data_root>/07_model_output/evaluation_results.json"
     if unrecorded:
         raise UserError(f"evaluation results of {', '.join(unrecorded)} do not say which split they were "
-                        "measured on (made by an older version)", "<data_root>/07_model_output/evaluation_results.json", rerun)
+                        "measured on (made by an older version)", results_file, rerun)
     if len(splits) != 1:
         raise UserError(f"evaluation results were measured on different splits ({', '.join(splits)})",
-                        "<data_root>/07_model_output/evaluation_results.json", rerun)
+                        results_file, rerun)
     return splits[0]
 
 
