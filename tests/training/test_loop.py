@@ -158,6 +158,19 @@ def test_validating_every_second_epoch_trains_the_same_weights_and_keeps_the_bes
     assert default["fingerprint"] == every["fingerprint"]  # a key at its default leaves older fingerprints alone
 
 
+def test_a_warm_up_ramps_the_first_epochs_learning_rate_then_the_poly_schedule_is_unchanged():
+    # 16 training crops at batch 4: 4 steps an epoch, a warm-up of 2 epochs is 8 steps
+    plain, plain_result = helpers.train(epochs=4, lr=0.05, batch_size=4)
+    warm, warm_result = helpers.train(epochs=4, lr=0.05, batch_size=4, warmup_epochs=2)
+    plain_lr, warm_lr = [h["lr"] for h in plain_result.history], [h["lr"] for h in warm_result.history]
+    assert warm_lr[0] == pytest.approx(plain_lr[0] * 5 / 8)  # after 4 of 8 warm-up steps: the factor (4 + 1) / 8
+    assert warm_lr[1:] == pytest.approx(plain_lr[1:])  # warmed up: the same poly decay
+    assert warm_result.history[0]["loss"] != plain_result.history[0]["loss"]  # smaller first steps trained
+    assert warm["fingerprint"] != plain["fingerprint"]
+    default, _ = helpers.train(epochs=4, lr=0.05, batch_size=4, warmup_epochs=0)
+    assert default["fingerprint"] == plain["fingerprint"]  # older models keep their fingerprint
+
+
 def test_cpu_bf16_autocast_trains_in_bf16_with_channels_last_and_stays_close_to_fp32():
     from sstkd.training.loop import TrainingConfig, _autocast, _channels_last
 

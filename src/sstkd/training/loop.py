@@ -60,6 +60,9 @@ class TrainingConfig(BaseModel):
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
     poly_power: float = Field(0.9, ge=0)
+    # A linear warm-up over the first epochs' steps into the poly schedule: large learning rates (issue 19's lr
+    # screen: 0.64 for the pretrained R10) otherwise wreck the pretrained features in the first epochs.
+    warmup_epochs: float = Field(0.0, ge=0)
     accumulate_steps: int = Field(1, ge=1)
     crop_size: tuple[int, int] = (96, 96)
     scale_range: tuple[float, float] = (0.75, 1.5)
@@ -304,7 +307,8 @@ def train_segmenter(
     if steps_per_epoch < 1:
         raise ValueError(f"{name}: the training split has {len(train_set)} samples, fewer than one batch of "
                          f"{config.batch_size}; lower training.batch_size")
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_decay(steps_per_epoch * config.epochs, config.poly_power))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_decay(steps_per_epoch * config.epochs, config.poly_power,
+                                                                        round(steps_per_epoch * config.warmup_epochs)))
 
     history: list[dict] = []
     best_miou, best_epoch, best_state = -math.inf, -1, None

@@ -32,7 +32,7 @@ RUN_ONLY_TRAINING_KEYS = ("progress", "log_every", "num_workers", "nproc", "rdzv
 
 # Training keys added after studies existed, left out of the fingerprint at their default value: a model trained
 # before they existed (which trained as the default does) stays up to date.
-LATER_TRAINING_KEYS = {"cpu_bf16": False, "validate_every": 1, "scale_step": None}
+LATER_TRAINING_KEYS = {"cpu_bf16": False, "validate_every": 1, "scale_step": None, "warmup_epochs": 0.0}
 
 
 def training_fingerprint(name: str, network_config: NetworkConfig, losses: dict, training: TrainingConfig,
