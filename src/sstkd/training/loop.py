@@ -60,8 +60,8 @@ class TrainingConfig(BaseModel):
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
     poly_power: float = Field(0.9, ge=0)
-    # A linear warm-up over the first epochs' steps into the poly schedule: large learning rates (issue 19's lr
-    # screen: 0.64 for the pretrained R10) otherwise wreck the pretrained features in the first epochs.
+    # A linear warm-up over the first epochs' steps into the poly schedule: a guard for the large learning rates
+    # of issue 19's lr screen (0.32-0.64 on pretrained backbones), whose first full-size steps hit fresh heads.
     warmup_epochs: float = Field(0.0, ge=0)
     accumulate_steps: int = Field(1, ge=1)
     crop_size: tuple[int, int] = (96, 96)
