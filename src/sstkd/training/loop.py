@@ -144,6 +144,13 @@ def poly_decay(total_steps: int, power: float, warmup_steps: int = 0) -> Callabl
     return factor
 
 
+def poly_scheduler(optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs: int, power: float,
+                   warmup_epochs: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
+    """``poly_decay`` over ``epochs`` of ``steps_per_epoch`` optimiser steps, warmed up over ``warmup_epochs``."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, poly_decay(steps_per_epoch * epochs, power,
+                                                                   round(steps_per_epoch * warmup_epochs)))
+
+
 def _per_rank_batch(config: TrainingConfig) -> int:
     return max(1, config.batch_size // (dist_utils.world_size() * config.accumulate_steps))
 
@@ -307,8 +314,7 @@ def train_segmenter(
     if steps_per_epoch < 1:
         raise ValueError(f"{name}: the training split has {len(train_set)} samples, fewer than one batch of "
                          f"{config.batch_size}; lower training.batch_size")
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_decay(steps_per_epoch * config.epochs, config.poly_power,
-                                                                        round(steps_per_epoch * config.warmup_epochs)))
+    scheduler = poly_scheduler(optimizer, steps_per_epoch, config.epochs, config.poly_power, config.warmup_epochs)
 
     history: list[dict] = []
     best_miou, best_epoch, best_state = -math.inf, -1, None

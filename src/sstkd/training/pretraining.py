@@ -23,7 +23,7 @@ from torchvision.models import resnet
 from tqdm.auto import tqdm
 
 from sstkd.models.backbones import RESNET_DEPTHS, deep_stem_resnet
-from sstkd.training.loop import poly_decay
+from sstkd.training.loop import poly_scheduler
 from sstkd.training.seeding import epoch_seed, seed_everything
 
 log = logging.getLogger(__name__)
@@ -118,8 +118,7 @@ def pretrain_backbone(backbone: str, corpus: dict, config: PretrainingConfig, na
                          f"{config.batch_size}; lower pretraining.training.batch_size")
     optimizer = torch.optim.SGD(network.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_decay(steps * config.epochs, config.poly_power,
-                                                                        round(steps * config.warmup_epochs)))
+    scheduler = poly_scheduler(optimizer, steps, config.epochs, config.poly_power, config.warmup_epochs)
     history = []
     for epoch in range(config.epochs):
         generator = torch.Generator().manual_seed(epoch_seed(config.seed, epoch))
