@@ -90,7 +90,7 @@ def test_every_environment_has_a_user_dataset_not_a_generator():
         assert "generated" not in entry and entry["layout"] == env.removesuffix("_cirkd"), entry
 
 
-@pytest.mark.parametrize("env", ["local", "tiny", "protocol", "generic", *sorted(FIXTURES)])
+@pytest.mark.parametrize("env", ["local", "tiny", "protocol", "converged", "generic", *sorted(FIXTURES)])
 def test_every_environment_passes_the_start_of_run_parameter_check(env):
     check_parameters(OmegaConfigLoader(str(ROOT / "conf"), env=env, **CONFIG_LOADER_ARGS)["parameters"])
 
