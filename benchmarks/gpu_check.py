@@ -146,7 +146,7 @@ def cityscapes_run(out: Path, dry_run: bool, project: Path) -> str:
     run_config = out / "cityscapes_run.yml"
     run_config.write_text(json.dumps({"run": {"env": "cityscapes", "pipelines": "data,teacher,distillation",
                                               "params": params}}, indent=1))  # JSON is YAML
-    code, seconds = _run([str(BIN / "kedro"), "run", "--config", str(run_config)], out / "cityscapes_sstkd.txt",
+    code, seconds = _run([shutil.which("kedro", path=f"{BIN}{os.pathsep}{os.environ['PATH']}") or "kedro", "run", "--config", str(run_config)], out / "cityscapes_sstkd.txt",
                          timeout=420, env={"TQDM_DISABLE": "1"}, cwd=project)
     history_file = study / "07_model_output" / "histories" / "sstkd" / "seed_0.json"
     if code != 0 or not history_file.is_file():
