@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # Wheels for the lent GPU machine, whose own python3 (torch, numpy, pandas, pytest, ...) lacks kedro, mlflow,
 # pydantic and dvc: every pin of requirements.lock that its image does not hold, for CPython 3.12, into .whl/
-# (ignored; name it in the device call's `carry`, about 46 MiB of the 64 a call takes). Run here, where pip works:
+# (ignored; name it in the device call's `carry`, about 47 MiB of the 64 a call takes). Run here, where pip works:
 #   bash benchmarks/device_wheels.sh
-# then, first in the device command (benchmarks/README.md, "On a GPU"):
-#   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD/src
+# then the device command of benchmarks/README.md, "On a GPU", which installs them first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Some of the packages the image holds (device KINDS.md, 2026-11-17), not to carry; torch and its CUDA libraries never travel.

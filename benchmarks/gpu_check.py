@@ -33,6 +33,11 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
+def _tool(name: str) -> str:
+    """A console script beside this python3 or, where packages were installed with ``--target``, on PATH."""
+    return shutil.which(name, path=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}") or name
+
+
 def _run(command: list[str], log: Path, timeout: float, env: dict | None = None,
          cwd: Path = ROOT) -> tuple[int, float]:
     started = time.perf_counter()
@@ -63,7 +68,7 @@ def facts(out: Path) -> str:
 
 def tests(out: Path, dry_run: bool) -> str:
     selection = ["tests/distill/test_contourlet.py", "-k", "cuda"] if dry_run else ["tests/distill"]
-    code, seconds = _run([str(BIN / "pytest"), "-q", "-rs", "-p", "no:cacheprovider", *selection],
+    code, seconds = _run([_tool("pytest"), "-q", "-rs", "-p", "no:cacheprovider", *selection],
                          out / "tests.txt", timeout=300)
     last = (out / "tests.txt").read_text().strip().splitlines()[-1:] or ["(no output)"]
     return f"exit {code} in {seconds:.0f} s: {last[0]}"
@@ -146,7 +151,7 @@ def cityscapes_run(out: Path, dry_run: bool, project: Path) -> str:
     run_config = out / "cityscapes_run.yml"
     run_config.write_text(json.dumps({"run": {"env": "cityscapes", "pipelines": "data,teacher,distillation",
                                               "params": params}}, indent=1))  # JSON is YAML
-    code, seconds = _run([shutil.which("kedro", path=f"{BIN}{os.pathsep}{os.environ['PATH']}") or "kedro", "run", "--config", str(run_config)], out / "cityscapes_sstkd.txt",
+    code, seconds = _run([_tool("kedro"), "run", "--config", str(run_config)], out / "cityscapes_sstkd.txt",
                          timeout=420, env={"TQDM_DISABLE": "1"}, cwd=project)
     history_file = study / "07_model_output" / "histories" / "sstkd" / "seed_0.json"
     if code != 0 or not history_file.is_file():
