@@ -40,8 +40,9 @@ def validate(schema: type[Schema], values: Any, where: str) -> Schema:
         lines = []
         for problem in error.errors():
             key = ".".join([where, *(str(part) for part in problem["loc"])])
-            got = f" (got {problem['input']!r})" if problem["type"] != "missing" else ""
-            lines.append(f"{key}: {problem['msg']}{got}")
+            # a whole-group check (no loc) names its keys itself: repeating the group's mapping would bury it
+            got = f" (got {problem['input']!r})" if problem["type"] != "missing" and problem["loc"] else ""
+            lines.append(f"{key}: {problem['msg'].removeprefix('Value error, ')}{got}")
         raise _error(lines) from None
 
 

@@ -111,6 +111,23 @@ def test_the_start_of_run_check_names_every_bad_key_once():
     assert any(p.startswith("study.seeds") and "twice" in p for p in problems), problems
 
 
+def test_a_schedule_shortened_below_its_warm_up_fails_at_the_start():
+    # what `kedro run --env converged --params training.epochs=2` gives: the recipe's 5-epoch warm-up is kept
+    parameters = OmegaConfigLoader(str(ROOT / "conf"), env="converged", **CONFIG_LOADER_ARGS)["parameters"]
+    parameters["training"]["epochs"] = 2
+    parameters["pretraining"]["training"]["epochs"] = 1
+    parameters["pretraining"]["training"]["warmup_epochs"] = 1.5
+    with pytest.raises(ParameterError) as error:
+        check_parameters(parameters)
+    problems = error.value.problems
+    assert any(p.startswith("training") and "warmup_epochs 5 is longer than epochs 2" in p for p in problems), problems
+    assert any(p.startswith("pretraining.training") and "warmup_epochs 1.5 is longer than epochs 1" in p
+               for p in problems), problems
+    parameters["training"]["warmup_epochs"] = 2  # as long as the schedule: the peak at its last step, allowed
+    parameters["pretraining"]["training"]["warmup_epochs"] = 1
+    check_parameters(parameters)
+
+
 def test_an_empty_run_list_and_repeated_references_fail_at_the_start_not_after_training():
     parameters = OmegaConfigLoader(str(ROOT / "conf"), env="tiny", **CONFIG_LOADER_ARGS)["parameters"]
     parameters["distillation"]["run"] = []  # it used to train the three default methods instead

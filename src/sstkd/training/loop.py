@@ -97,6 +97,11 @@ class TrainingConfig(BaseModel):
     teacher_cache_gb: float = Field(8.0, gt=0)
 
     @model_validator(mode="after")
+    def _warmup_within_the_schedule(self) -> TrainingConfig:
+        check_warmup(self.epochs, self.warmup_epochs)
+        return self
+
+    @model_validator(mode="after")
     def _scale_step_divides_the_range(self) -> TrainingConfig:
         low, high = self.scale_range
         if high < low:
@@ -142,6 +147,14 @@ def poly_decay(total_steps: int, power: float, warmup_steps: int = 0) -> Callabl
         decay = max(0.0, 1 - step / max(total_steps, 1)) ** power
         return decay * min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else decay
     return factor
+
+
+def check_warmup(epochs: int, warmup_epochs: float) -> None:
+    """A warm-up longer than the schedule never reaches ``lr`` (a shortened ``epochs`` that kept the recipe's
+    warm-up): refused at the start, not found in the learning curves afterwards."""
+    if warmup_epochs > epochs:
+        raise ValueError(f"warmup_epochs {warmup_epochs:g} is longer than epochs {epochs}: the learning rate would "
+                         f"never reach lr; shorten warmup_epochs with epochs")
 
 
 def poly_scheduler(optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs: int, power: float,

@@ -17,13 +17,13 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 from torchvision.models import resnet
 from tqdm.auto import tqdm
 
 from sstkd.models.backbones import RESNET_DEPTHS, deep_stem_resnet
-from sstkd.training.loop import poly_scheduler
+from sstkd.training.loop import check_warmup, poly_scheduler
 from sstkd.training.seeding import epoch_seed, seed_everything
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,11 @@ class PretrainingConfig(BaseModel):
     contrast: float = Field(0.2, ge=0)
     seed: int = 0
     progress: bool = True
+
+    @model_validator(mode="after")
+    def _warmup_within_the_schedule(self) -> PretrainingConfig:
+        check_warmup(self.epochs, self.warmup_epochs)
+        return self
 
 
 def classification_network(backbone: str, num_classes: int, zero_init_residual: bool = False) -> nn.Module:
