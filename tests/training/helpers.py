@@ -39,5 +39,5 @@ if __name__ == "__main__":  # child process of the kill/resume test: train, then
     import torch
 
     torch.set_num_threads(1)
-    payload, result = train(checkpoint_root=sys.argv[1], epochs=int(sys.argv[2]))
-    print("HISTORY=" + json.dumps([round(h["val_miou"], 6) for h in result.history]))
+    payload, result = train(checkpoint_root=sys.argv[1], epochs=int(sys.argv[2]), warmup_epochs=float(sys.argv[3]))
+    print("HISTORY=" + json.dumps([[round(h["val_miou"], 6), h["lr"]] for h in result.history]))

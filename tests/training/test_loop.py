@@ -29,9 +29,9 @@ def test_same_seed_same_metrics_and_training_learns():
     assert first.best_miou == max(h["val_miou"] for h in first.history)
 
 
-def _run_child(checkpoint_root, epochs, kill_after_checkpoint=False):
+def _run_child(checkpoint_root, epochs, warmup_epochs, kill_after_checkpoint=False):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HELPER.parents[2]), os.environ.get("PYTHONPATH", "")]))
-    command = [sys.executable, "-m", "tests.training.helpers", str(checkpoint_root), str(epochs)]
+    command = [sys.executable, "-m", "tests.training.helpers", str(checkpoint_root), str(epochs), str(warmup_epochs)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                                cwd=HELPER.parents[2])
     if kill_after_checkpoint:
@@ -49,12 +49,13 @@ def _run_child(checkpoint_root, epochs, kill_after_checkpoint=False):
 
 
 def test_a_killed_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path):
-    uninterrupted = _run_child(tmp_path / "straight", 3)
-    _run_child(tmp_path / "killed", 3, kill_after_checkpoint=True)
+    # killed in the middle of a 2-epoch warm-up: the resumed schedule must continue the ramp, not restart it
+    uninterrupted = _run_child(tmp_path / "straight", 3, 2)
+    _run_child(tmp_path / "killed", 3, 2, kill_after_checkpoint=True)
     state = load_checkpoint(tmp_path / "killed" / "student" / "last.pt")
-    assert state["epoch"] < 2  # really interrupted before the end
-    resumed = _run_child(tmp_path / "killed", 3)
-    assert resumed == uninterrupted
+    assert state["epoch"] < 2  # really interrupted before the end, and before the warm-up's end
+    resumed = _run_child(tmp_path / "killed", 3, 2)
+    assert resumed == uninterrupted  # each epoch's validation mIoU and learning rate
     assert not list((tmp_path / "killed" / "student").glob(".*tmp"))
 
 
