@@ -111,6 +111,18 @@ def test_the_start_of_run_check_names_every_bad_key_once():
     assert any(p.startswith("study.seeds") and "twice" in p for p in problems), problems
 
 
+def test_the_converged_env_gives_every_method_with_skds_pixel_kd_term_the_selected_weight():
+    base, converged = (OmegaConfigLoader(str(ROOT / "conf"), env=env, **CONFIG_LOADER_ARGS)["parameters"]
+                       for env in ("local", "converged"))
+    carried = {method for method, spec in base["distillation"]["methods"].items()
+               if spec["losses"].get("pixel_kd") == {"weight": 10.0, "temperature": 1.0}}
+    assert {"pixel_kd", "pixel_kd_adversarial", "skd", "sstkd", "sstkd_no_adapter"} <= carried
+    for method in carried:  # a method added to base with SKD's term and forgotten here fails
+        assert converged["distillation"]["methods"][method]["losses"]["pixel_kd"] == {"weight": 0.3,
+                                                                                      "temperature": 1.0}, method
+    assert converged["distillation"]["methods"]["cwd"] == base["distillation"]["methods"]["cwd"]
+
+
 def test_a_schedule_shortened_below_its_warm_up_fails_at_the_start():
     # what `kedro run --env converged --params training.epochs=2` gives: the recipe's 5-epoch warm-up is kept
     parameters = OmegaConfigLoader(str(ROOT / "conf"), env="converged", **CONFIG_LOADER_ARGS)["parameters"]
