@@ -154,7 +154,7 @@ def check_warmup(epochs: int, warmup_epochs: float) -> None:
     warm-up): refused at the start, not found in the learning curves afterwards."""
     if warmup_epochs > epochs:
         raise ValueError(f"warmup_epochs {warmup_epochs:g} is longer than epochs {epochs}: the learning rate would "
-                         f"never reach lr; shorten warmup_epochs with epochs")
+                         "never reach lr; shorten warmup_epochs with epochs")
 
 
 def poly_scheduler(optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs: int, power: float,
