@@ -142,7 +142,7 @@ def train(args) -> None:
                 payload, result = train_network(
                     method, study["cache"], study["info"], study["statistics"], network_config, losses, config,
                     teacher_payload=study["teacher"] if uses_teacher else None,
-                    probes=[epoch_probe(teacher, (probe_images, probe_masks), kl_crops)])
+                    probes=[epoch_probe(teacher, (probe_images, probe_masks), kl_crops)] if args.probes else [])
                 seconds = time.perf_counter() - started
                 network = network_from_payload(payload).eval()
                 precise = recompute_batchnorm_statistics(
@@ -150,6 +150,7 @@ def train(args) -> None:
                 test, val = (study["cache"][split] for split in ("test", "val"))
                 record = {
                     "row": label, "method": method, "overrides": overrides, "epochs": epochs, "seed": seed,
+                    "probes": args.probes,
                     "threads": torch.get_num_threads(), "seconds": seconds, "best_epoch": result.best_epoch,
                     "history": result.history,
                     "test_miou": 100 * evaluate_network(network, test["images"], test["masks"], num_classes,
@@ -323,6 +324,9 @@ def main() -> None:
     train_command.add_argument("--epochs", type=int, nargs="+", default=[5])
     train_command.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     train_command.add_argument("--records", type=Path, required=True)
+    # a weight selection reads only the validation curve: the per-epoch probes are ~40% of a KD student's time
+    train_command.add_argument("--probes", action=argparse.BooleanOptionalAction, default=True,
+                               help="the per-epoch gradient-norm and KL probes (--no-probes: validation mIoU only)")
     commands.choices["calibration"].add_argument("--output", type=Path, default=None)
     report_command = commands.add_parser("report")
     report_command.add_argument("--records", type=Path, required=True)

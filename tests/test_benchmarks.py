@@ -57,13 +57,20 @@ def test_kd_diagnosis_trains_probes_reports_and_measures_calibration_on_a_real_t
     common = ["--env", "tiny", "--data-root", "data/tiny"]
     for command in ([*script, "train", *common, "--row", "kd_l1=pixel_kd:losses.pixel_kd.weight=1",
                      "--epochs", "2", "--seeds", "0", "--records", str(records)],
+                    [*script, "train", *common, "--row", "kd_selection=pixel_kd", "--no-probes",
+                     "--epochs", "1", "--seeds", "0", "--records", str(records)],
                     [*script, "calibration", *common, "--output", str(tmp_path / "calibration.md")],
                     [*script, "report", "--records", str(records), "--output", str(tmp_path / "report")]):
         result = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in records.read_text().splitlines()]
-    assert [(r["row"], r["method"], r["epochs"], r["seed"]) for r in rows] == [("kd_l1", "pixel_kd", 2, 0)]
-    kd = rows[0]
+    assert [(r["row"], r["method"], r["epochs"], r["seed"]) for r in rows] == [("kd_l1", "pixel_kd", 2, 0),
+                                                                             ("kd_selection", "pixel_kd", 1, 0)]
+    kd, selection = rows
+    # a weight selection's run keeps the validation curve and the final measures, without the per-epoch probes
+    assert selection["probes"] is False and kd["probes"] is True
+    assert list(selection["history"][0]) == [key for key in kd["history"][0] if not key.startswith(("grad_", "weight_norm_", "kl_"))]
+    assert selection["kl_eval"] > 0 and 0 <= selection["val_miou"] <= 100
     assert kd["overrides"] == [["losses.pixel_kd.weight", 1]] and len(kd["history"]) == 2
     epoch = kd["history"][-1]
     assert epoch["grad_pixel_kd_parameters"] > 0 and epoch["grad_cross_entropy_logits"] > 0
@@ -71,6 +78,7 @@ def test_kd_diagnosis_trains_probes_reports_and_measures_calibration_on_a_real_t
     assert kd["kl_eval"] > 0 and 0 <= kd["test_miou"] <= 100 and 0 <= kd["precise_bn_test_miou"] <= 100
     assert "| train crops | 1 |" in (tmp_path / "calibration.md").read_text()
     assert "| kd_l1 | 2 | 0 |" in (tmp_path / "report.md").read_text()
+    assert "| kd_selection | 1 | 0 |" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "report_curves.png").stat().st_size > 5000
 
 
