@@ -142,6 +142,8 @@ def train(args) -> None:
                 payload, result = train_network(
                     method, study["cache"], study["info"], study["statistics"], network_config, losses, config,
                     teacher_payload=study["teacher"] if uses_teacher else None,
+                    checkpoint_root=args.checkpoint_root / label / f"{epochs}_epochs_seed_{seed}"
+                    if args.checkpoint_root else None,
                     probes=[epoch_probe(teacher, (probe_images, probe_masks), kl_crops)] if args.probes else [])
                 seconds = time.perf_counter() - started
                 network = network_from_payload(payload).eval()
@@ -324,6 +326,8 @@ def main() -> None:
     train_command.add_argument("--epochs", type=int, nargs="+", default=[5])
     train_command.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     train_command.add_argument("--records", type=Path, required=True)
+    train_command.add_argument("--checkpoint-root", type=Path, default=None,
+                               help="per-epoch checkpoints here: a run killed part-way resumes where it stopped")
     # a weight selection reads only the validation curve: the per-epoch probes are ~40% of a KD student's time
     train_command.add_argument("--probes", action=argparse.BooleanOptionalAction, default=True,
                                help="the per-epoch gradient-norm and KL probes (--no-probes: validation mIoU only)")

@@ -14,10 +14,14 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 export TQDM_DISABLE=1  # evaluate_network's bars would bury the one line per epoch
 ROOT=${ROOT:-data/converged}
 OUT=${OUT:-benchmarks/results/kd_diagnosis}
-run() {  # records: one file per row, committed as soon as it exists
+# per-epoch checkpoints: a queue stopped part-way (a session's end) resumes its student where it stopped
+CHECKPOINTS=${CHECKPOINTS:-$ROOT/06_models/selection-checkpoints}
+run() {  # records: one file per row, committed as soon as it exists; a row already recorded is not run again
   local row=$1 label=${1%%=*}
+  local records="$OUT/converged_selection_${label}_r10_120_epochs_layered.jsonl"
+  if [ -s "$records" ]; then echo "$label: recorded in $records"; return; fi
   .venv/bin/python benchmarks/kd_diagnosis.py train --env converged --data-root "$ROOT" --no-probes \
-    --epochs 120 --seeds 0 --row "$row" --records "$OUT/converged_selection_${label}_r10_120_epochs_layered.jsonl"
+    --checkpoint-root "$CHECKPOINTS" --epochs 120 --seeds 0 --row "$row" --records "$records"
 }
 queue() {  # rows in the order that brackets the range first: w, w/30, w/10, w/3
   for row in "$@"; do run "$row"; done

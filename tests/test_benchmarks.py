@@ -58,7 +58,8 @@ def test_kd_diagnosis_trains_probes_reports_and_measures_calibration_on_a_real_t
     for command in ([*script, "train", *common, "--row", "kd_l1=pixel_kd:losses.pixel_kd.weight=1",
                      "--epochs", "2", "--seeds", "0", "--records", str(records)],
                     [*script, "train", *common, "--row", "kd_selection=pixel_kd", "--no-probes",
-                     "--epochs", "1", "--seeds", "0", "--records", str(records)],
+                     "--checkpoint-root", str(tmp_path / "checkpoints"), "--epochs", "1", "--seeds", "0",
+                     "--records", str(records)],
                     [*script, "calibration", *common, "--output", str(tmp_path / "calibration.md")],
                     [*script, "report", "--records", str(records), "--output", str(tmp_path / "report")]):
         result = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=600)
@@ -71,6 +72,14 @@ def test_kd_diagnosis_trains_probes_reports_and_measures_calibration_on_a_real_t
     assert selection["probes"] is False and kd["probes"] is True
     assert list(selection["history"][0]) == [key for key in kd["history"][0] if not key.startswith(("grad_", "weight_norm_", "kl_"))]
     assert selection["kl_eval"] > 0 and 0 <= selection["val_miou"] <= 100
+    assert (tmp_path / "checkpoints/kd_selection/1_epochs_seed_0/pixel_kd/last.pt").is_file()
+    rerun = subprocess.run([*script, "train", *common, "--row", "kd_selection=pixel_kd", "--no-probes",
+                            "--checkpoint-root", str(tmp_path / "checkpoints"), "--epochs", "1", "--seeds", "0",
+                            "--records", str(tmp_path / "rerun.jsonl")], cwd=project, capture_output=True, text=True,
+                           timeout=600)
+    assert rerun.returncode == 0 and "resuming from" in rerun.stderr, rerun.stderr[-3000:]
+    resumed = json.loads((tmp_path / "rerun.jsonl").read_text())
+    assert (resumed["val_miou"], resumed["history"]) == (selection["val_miou"], selection["history"])
     assert kd["overrides"] == [["losses.pixel_kd.weight", 1]] and len(kd["history"]) == 2
     epoch = kd["history"][-1]
     assert epoch["grad_pixel_kd_parameters"] > 0 and epoch["grad_cross_entropy_logits"] > 0
