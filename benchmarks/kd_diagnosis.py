@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from kedro.config import OmegaConfigLoader
 
 from sstkd.catalog.datasets import ArrayCacheDataset, PretrainedBackbonesDataset
-from sstkd.config import student_settings
+from sstkd.config import emulated_cpu_bf16_problems, student_settings
 from sstkd.evaluation.calibration import CalibrationMeter
 from sstkd.evaluation.evaluate import evaluate_network
 from sstkd.evaluation.sanity import last_quarter_gain
@@ -53,9 +53,21 @@ from sstkd.training.recipe import network_from_payload, split_dataset, train_net
 PROBE_CROPS = 64  # the KL probe's training crops (4 batches of 16)
 
 
-def _parameters(env: str) -> dict:
-    return OmegaConfigLoader("conf", base_env="base", default_run_env=env,
-                             merge_strategy={"parameters": "soft"})["parameters"]
+def _parameters(env: str, overrides: str = "") -> dict:
+    """The env's parameters with ``kedro run --params``-style overrides (``training.cpu_bf16=false,a.b=1``),
+    refused where this machine would emulate them, as ``kedro run`` refuses them."""
+    parameters = OmegaConfigLoader("conf", base_env="base", default_run_env=env,
+                                   merge_strategy={"parameters": "soft"})["parameters"]
+    parameters = _apply(parameters, [_override(item) for item in overrides.split(",") if item])
+    emulated = emulated_cpu_bf16_problems(parameters)
+    if emulated:
+        raise SystemExit("\n".join(emulated))
+    return parameters
+
+
+def _override(text: str) -> tuple[str, object]:
+    key, _, value = text.partition("=")
+    return key, json.loads(value) if value[:1] in "[{0123456789-.tfn" else value
 
 
 def load_study(data_root: Path) -> dict:
@@ -73,11 +85,7 @@ def parse_row(text: str) -> tuple[str, str, list[tuple[str, object]]]:
     """``label=method:a.b=1:c=x`` → (label, method, [(path, value)]); ``method`` alone is its own label."""
     label, _, rest = text.partition("=") if "=" in text.split(":")[0] else (text.split(":")[0], "", text)
     method, *overrides = rest.split(":")
-    parsed = []
-    for override in overrides:
-        key, _, value = override.partition("=")
-        parsed.append((key, json.loads(value) if value[:1] in "[{0123456789-.tfn" else value))
-    return label, method, parsed
+    return label, method, [_override(override) for override in overrides]
 
 
 def _apply(tree: dict, overrides: list[tuple[str, object]]) -> dict:
@@ -116,7 +124,7 @@ def epoch_probe(teacher, probe_batch, kl_crops):
 
 
 def train(args) -> None:
-    parameters = _parameters(args.env)
+    parameters = _parameters(args.env, args.params)
     study = load_study(args.data_root)
     teacher = network_from_payload(study["teacher"], source="teacher").eval() if study["teacher"] else None
     distill = parameters["distillation"]
@@ -194,7 +202,7 @@ def spatial_entropy(logits: torch.Tensor, temperature: float) -> float:
 
 @torch.no_grad()
 def calibration(args) -> None:
-    parameters = _parameters(args.env)
+    parameters = _parameters(args.env, args.params)
     study = load_study(args.data_root)
     teacher = network_from_payload(study["teacher"], source="teacher").eval()
     _, _, config = student_settings(parameters["training"], parameters["distillation"]["student"],
@@ -321,6 +329,7 @@ def main() -> None:
         command = commands.add_parser(name)
         command.add_argument("--env", default="protocol")
         command.add_argument("--data-root", type=Path, required=True)
+        command.add_argument("--params", default="", help="overrides as kedro run takes them: a.b=1,c.d=false")
     train_command = commands.choices["train"]
     train_command.add_argument("--row", action="append", required=True, help="label=method:key.path=value:...")
     train_command.add_argument("--epochs", type=int, nargs="+", default=[5])

@@ -3,8 +3,8 @@
 # budget pixel KD had (benchmarks/README.md "Issue 19" §8): its published weight w and w/3, w/10, w/30 (w/32 is the
 # papers' lambda x lr product at our lr 0.32 against their 0.01). Every row keeps the weights already selected
 # (lambda_pi 0.3, in conf/converged). Validation mIoU is all a selection reads, so the per-epoch probes are off.
-# Data, pretrained backbones and teacher first (2 threads, ~50 min):
-#   kedro run --env converged --pipelines data,pretraining,teacher
+# Data, pretrained backbones and teacher first (2 threads, ~50 min on an AVX512-BF16 CPU, ~100 min on an AVX2 one):
+#   kedro run --env converged --pipelines data,pretraining,teacher   (AVX2: add --params training.cpu_bf16=false)
 # then  bash benchmarks/weight_selection_issue19.sh holistic_cwd   (two queues, one core each)  and
 #   python benchmarks/kd_diagnosis.py report --records benchmarks/results/kd_diagnosis/converged_<stem>.jsonl
 # A method whose other terms are selected elsewhere (SKD's and SSTKD's holistic weight: pixel KD + holistic's)
@@ -14,13 +14,16 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 export TQDM_DISABLE=1  # evaluate_network's bars would bury the one line per epoch
 ROOT=${ROOT:-data/converged}
 OUT=${OUT:-benchmarks/results/kd_diagnosis}
+# kedro run --params-style overrides for every row: on a CPU without bf16 arithmetic (AVX2), conf/converged's
+# cpu_bf16 is refused and the study runs fp32: PARAMS=training.cpu_bf16=false
+PARAMS=${PARAMS:-}
 # per-epoch checkpoints: a queue stopped part-way (a session's end) resumes its student where it stopped
 CHECKPOINTS=${CHECKPOINTS:-$ROOT/06_models/selection-checkpoints}
 run() {  # records: one file per row, committed as soon as it exists; a row already recorded is not run again
   local row=$1 label=${1%%=*}
   local records="$OUT/converged_selection_${label}_r10_120_epochs_layered.jsonl"
   if [ -s "$records" ]; then echo "$label: recorded in $records"; return; fi
-  .venv/bin/python benchmarks/kd_diagnosis.py train --env converged --data-root "$ROOT" --no-probes \
+  .venv/bin/python benchmarks/kd_diagnosis.py train --env converged --data-root "$ROOT" --no-probes --params "$PARAMS" \
     --checkpoint-root "$CHECKPOINTS" --epochs 120 --seeds 0 --row "$row" --records "$records"
 }
 queue() {  # rows in the order that brackets the range first: w, w/30, w/10, w/3

@@ -398,3 +398,39 @@ def check_parameters(params: Mapping[str, Any]) -> None:
 
 __all__ = ["NetworkConfig", "TrainingConfig", "validate", "merged", "ParameterError", "PARAMETER_GROUPS",
            "check_parameter_groups", "check_parameters", "teacher_settings", "student_settings"]
+
+
+def emulated_cpu_bf16_problems(params: Mapping[str, Any]) -> list[str]:
+    """One line naming where ``cpu_bf16: true`` is set, when a model would train with bf16 autocast on a CPU that
+    has no bf16 arithmetic (emulated: an order of magnitude slower than fp32); empty otherwise (such a CPU, CUDA).
+
+    A fact of the machine, not of the parameters: ``kedro run`` checks it at the start, after
+    :func:`check_parameters` (which gives the same answer on every machine)."""
+    import torch
+
+    from sstkd.training.loop import CPU_BF16_FIX, native_cpu_bf16
+
+    def group(value: Any, *keys: str) -> Mapping:
+        for key in keys:
+            value = value.get(key) if isinstance(value, Mapping) else None
+        return value if isinstance(value, Mapping) else {}
+
+    own = {"training": group(params, "training"), "teacher.training": group(params, "teacher", "training"),
+           "distillation.student.training": group(params, "distillation", "student", "training")}
+    own |= {f"distillation.methods.{name}.training": group(method, "training")
+            for name, method in group(params, "distillation", "methods").items()}
+    teacher = merged(dict(own["training"]), dict(own["teacher.training"]))
+    student = merged(dict(own["training"]), dict(own["distillation.student.training"]))
+    models = [teacher, student] + [merged(dict(student), dict(training)) for where, training in own.items()
+                                   if where.startswith("distillation.methods.")]
+
+    def on_cpu(training: Mapping) -> bool:
+        device = str(training.get("device", "auto"))
+        return device == "cpu" or device == "auto" and not torch.cuda.is_available()
+
+    if not any(model.get("cpu_bf16") is True and on_cpu(model) for model in models) or native_cpu_bf16():
+        return []
+    set_at = ", ".join(f"{where}.cpu_bf16" for where, training in own.items() if training.get("cpu_bf16") is True)
+    return [f"{set_at}: true, but this CPU ({torch.backends.cpu.get_cpu_capability()}) has no bf16 arithmetic "
+            f"(AVX512-BF16, AMX or Arm's BF16): autocast would emulate it, ~25x slower than fp32 (measured on an "
+            f"AVX2 CPU); {CPU_BF16_FIX}"]

@@ -12,7 +12,7 @@ import torch
 from kedro.framework.hooks import hook_impl
 
 from sstkd import tracking
-from sstkd.config import ParameterError, check_parameters
+from sstkd.config import ParameterError, check_parameters, emulated_cpu_bf16_problems
 from sstkd.config_loading import project_config_loader
 from sstkd.errors import install_short_errors
 from sstkd.evaluation.study_summary import split_label, study_console_table
@@ -56,6 +56,10 @@ class LineageHooks:
             check_parameters(parameters)
         except ParameterError as error:
             raise ParameterGroupError(str(error), error.problems) from None
+        emulated = emulated_cpu_bf16_problems(parameters)  # hours lost to a setting this machine cannot run fast
+        if emulated:
+            raise ParameterGroupError("parameters this machine would run emulated:\n  " + "\n  ".join(emulated),
+                                      emulated)
         # Before anything loads the pipelines: the methods to run come from this session's --env and --params.
         use_run_parameters(parameters)
         # Intra-op threads: all cores unless the user says otherwise (PyTorch's default can oversubscribe

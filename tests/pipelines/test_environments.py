@@ -1,6 +1,7 @@
 """Every dataset environment loads, validates, builds its networks and its data path on an official-layout
 fixture (no training), so a typo in a paper-sized config fails CI."""
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -213,3 +214,28 @@ def test_the_published_rows_must_be_of_the_student_the_env_trains():
         check_parameters(parameters)
     parameters["study"]["published"] = "cirkd_cityscapes:deeplabv3_mobilenetv2"  # the README's hint
     check_parameters(parameters)
+
+
+def test_bf16_autocast_is_refused_where_the_cpu_would_emulate_it_naming_where_it_is_set(monkeypatch):
+    """`kedro run`'s machine check (after the parameters' own): conf/converged turns cpu_bf16 on for every model,
+    which an AVX2 CPU runs ~25x slower than fp32."""
+    from sstkd.config import emulated_cpu_bf16_problems
+    from sstkd.training import loop
+
+    converged = OmegaConfigLoader(str(ROOT / "conf"), env="converged", **CONFIG_LOADER_ARGS)["parameters"]
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    monkeypatch.setattr(loop, "native_cpu_bf16", lambda: True)
+    assert emulated_cpu_bf16_problems(converged) == []
+    monkeypatch.setattr(loop, "native_cpu_bf16", lambda: False)
+    [problem] = emulated_cpu_bf16_problems(converged)
+    assert problem.startswith("training.cpu_bf16: true, but this CPU") and "--params training.cpu_bf16=false" in problem
+    off = copy.deepcopy(converged)
+    off["training"]["cpu_bf16"] = False
+    assert emulated_cpu_bf16_problems(off) == []
+    off["distillation"]["methods"]["cwd"]["training"] = {"cpu_bf16": True}  # one method's own override
+    [problem] = emulated_cpu_bf16_problems(off)
+    assert problem.startswith("distillation.methods.cwd.training.cpu_bf16: true")
+    off["distillation"]["methods"]["cwd"]["training"]["device"] = "cuda"  # not a CPU run: nothing emulated
+    assert emulated_cpu_bf16_problems(off) == []
+    assert emulated_cpu_bf16_problems(OmegaConfigLoader(str(ROOT / "conf"), env="tiny", **CONFIG_LOADER_ARGS)
+                                      ["parameters"]) == []  # the default keeps fp32

@@ -188,6 +188,26 @@ def test_cpu_bf16_autocast_trains_in_bf16_with_channels_last_and_stays_close_to_
     assert bf16["fingerprint"] != fp32["fingerprint"]
 
 
+def test_bf16_arithmetic_is_read_off_the_cpu_and_its_absence_is_warned_of_in_the_loop(caplog, monkeypatch):
+    import platform
+    from pathlib import Path
+
+    from sstkd.training import loop
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if platform.machine() == "x86_64" and cpuinfo.is_file():  # the kernel's flags, against torch's own probe
+        flags = set(next(line for line in cpuinfo.read_text().splitlines() if line.startswith("flags")).split())
+        assert loop.native_cpu_bf16() == bool(flags & {"avx512_bf16", "amx_bf16"})
+    monkeypatch.setattr(loop, "native_cpu_bf16", lambda: False)
+    with caplog.at_level("WARNING", logger="sstkd.training.loop"):
+        helpers.train(epochs=1, lr=0.05, batch_size=4, cpu_bf16=True)
+    assert "training.cpu_bf16 is on, but this CPU" in caplog.text and "cpu_bf16=false" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="sstkd.training.loop"):
+        helpers.train(epochs=1, lr=0.05, batch_size=4)
+    assert "cpu_bf16" not in caplog.text
+
+
 def test_a_worker_process_trains_the_same_weights_as_this_process():
     """The concurrent students' path (sstkd.training.launch): a spawned worker at one thread, against this process
     at one thread."""
