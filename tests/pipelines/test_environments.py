@@ -218,7 +218,7 @@ def test_the_published_rows_must_be_of_the_student_the_env_trains():
 
 def test_bf16_autocast_is_refused_where_the_cpu_would_emulate_it_naming_where_it_is_set(monkeypatch):
     """`kedro run`'s machine check (after the parameters' own): conf/converged turns cpu_bf16 on for every model,
-    which an AVX2 CPU runs ~25x slower than fp32."""
+    which an AVX2 CPU runs ~10x slower than fp32."""
     from sstkd.config import emulated_cpu_bf16_problems
     from sstkd.training import loop
 

@@ -217,8 +217,9 @@ def validate(model: nn.Module, dataset: Dataset, num_classes: int, config: Train
     return matrix.compute()
 
 
-# Where bf16 autocast on the CPU has no hardware under it, oneDNN emulates it: measured on an AVX2 EPYC of this
-# project's machines, a 3x3 convolution's forward and backward took 2.8 s in bf16 against 0.11 s in fp32.
+# Where bf16 autocast on the CPU has no hardware under it, it is emulated: measured on an AVX2 EPYC of this
+# project's machines, a pixel-KD step took 12.7 s in bf16 against 1.2 s in fp32, a 3x3 convolution 25x as long
+# (benchmarks/results/distillation_step_avx2_fp32_vs_bf16.txt).
 CPU_BF16_FIX = "set training.cpu_bf16: false (--params training.cpu_bf16=false) for every model of the study"
 
 
