@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from kedro.config import OmegaConfigLoader
+from omegaconf import OmegaConf
 
 from sstkd.catalog.datasets import ArrayCacheDataset, PretrainedBackbonesDataset
 from sstkd.config import emulated_cpu_bf16_problems, student_settings
@@ -54,20 +55,18 @@ PROBE_CROPS = 64  # the KL probe's training crops (4 batches of 16)
 
 
 def _parameters(env: str, overrides: str = "") -> dict:
-    """The env's parameters with ``kedro run --params``-style overrides (``training.cpu_bf16=false,a.b=1``),
-    refused where this machine would emulate them, as ``kedro run`` refuses them."""
+    """The env's parameters with ``kedro run --params``-style overrides (``training.cpu_bf16=false,a.b=1``)."""
     parameters = OmegaConfigLoader("conf", base_env="base", default_run_env=env,
                                    merge_strategy={"parameters": "soft"})["parameters"]
-    parameters = _apply(parameters, [_override(item) for item in overrides.split(",") if item])
-    emulated = emulated_cpu_bf16_problems(parameters)
-    if emulated:
-        raise SystemExit("\n".join(emulated))
-    return parameters
+    return _apply(parameters, [_override(item) for item in overrides.split(",") if item])
 
 
 def _override(text: str) -> tuple[str, object]:
-    key, _, value = text.partition("=")
-    return key, json.loads(value) if value[:1] in "[{0123456789-.tfn" else value
+    """``a.b=value`` → ("a.b", value typed as kedro's --params types it, by OmegaConf: false, 0.3, 1e-3, [1, 2])."""
+    key, equals, value = text.partition("=")
+    if not equals or not key:
+        raise SystemExit(f"{text!r}: an override is key.path=value")
+    return key, OmegaConf.to_container(OmegaConf.from_dotlist([f"value={value}"]))["value"]
 
 
 def load_study(data_root: Path) -> dict:
@@ -125,13 +124,20 @@ def epoch_probe(teacher, probe_batch, kl_crops):
 
 def train(args) -> None:
     parameters = _parameters(args.env, args.params)
-    study = load_study(args.data_root)
-    teacher = network_from_payload(study["teacher"], source="teacher").eval() if study["teacher"] else None
     distill = parameters["distillation"]
-    num_classes = int(study["info"]["num_classes"])
-    for row in args.row:
+    rows = []
+    for row in args.row:  # every row checked before the study loads, as kedro run checks before its first node
         label, method, overrides = parse_row(row)
         method_params = _apply(distill["methods"][method], overrides)
+        emulated = emulated_cpu_bf16_problems(_apply(parameters, [(f"distillation.methods.{method}", method_params)]),
+                                              teacher=False, methods=[method])
+        if emulated:
+            raise SystemExit(f"{label}: " + "\n".join(emulated))
+        rows.append((label, method, overrides, method_params))
+    study = load_study(args.data_root)
+    teacher = network_from_payload(study["teacher"], source="teacher").eval() if study["teacher"] else None
+    num_classes = int(study["info"]["num_classes"])
+    for label, method, overrides, method_params in rows:
         for epochs in args.epochs:
             for seed in args.seeds:
                 student, spec, config = student_settings(parameters["training"], distill["student"], method_params,

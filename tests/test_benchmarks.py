@@ -44,14 +44,17 @@ def test_data_cache_reads_the_ragged_cache_beside_the_fixed_one_and_the_files():
 
 
 def test_kd_diagnosis_takes_kedro_style_params_and_refuses_what_this_cpu_would_emulate(tmp_path):
+    import torch
+
     from sstkd.training.loop import native_cpu_bf16
 
-    if native_cpu_bf16():
-        pytest.skip("this CPU has bf16 arithmetic: nothing to refuse")
+    if native_cpu_bf16() or torch.cuda.is_available():
+        pytest.skip("bf16 runs in hardware here: nothing to refuse")
     command = [sys.executable, "benchmarks/kd_diagnosis.py", "train", "--env", "converged", "--data-root",
                str(tmp_path / "none"), "--row", "baseline", "--records", str(tmp_path / "r.jsonl")]
     refused = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert refused.returncode == 1 and refused.stderr.startswith("training.cpu_bf16: true, but this CPU")
+    assert refused.returncode == 1 and "baseline: training.cpu_bf16: true, but this CPU" in refused.stderr
+    assert "--params training.cpu_bf16=false" in refused.stderr
     fp32 = subprocess.run([*command, "--params", "training.cpu_bf16=false"], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
     assert fp32.returncode == 1 and "05_model_input/cache" in fp32.stderr  # past the check, at the missing study

@@ -400,37 +400,39 @@ __all__ = ["NetworkConfig", "TrainingConfig", "validate", "merged", "ParameterEr
            "check_parameter_groups", "check_parameters", "teacher_settings", "student_settings"]
 
 
-def emulated_cpu_bf16_problems(params: Mapping[str, Any]) -> list[str]:
-    """One line naming where ``cpu_bf16: true`` is set, when a model would train with bf16 autocast on a CPU that
-    has no bf16 arithmetic (emulated: an order of magnitude slower than fp32); empty otherwise (such a CPU, CUDA).
+def emulated_cpu_bf16_problems(params: Mapping[str, Any], teacher: bool, methods: list[str]) -> list[str]:
+    """One line naming where ``cpu_bf16: true`` is set and how to turn it off, when the teacher (``teacher``: when
+    it is trained, not loaded) or a student of ``methods`` would train with bf16 autocast on a CPU that has no bf16
+    arithmetic (emulated: an order of magnitude slower than fp32); empty otherwise (such a CPU, CUDA, fp32).
 
-    A fact of the machine, not of the parameters: ``kedro run`` checks it at the start, after
-    :func:`check_parameters` (which gives the same answer on every machine)."""
+    A fact of the machine, not of the parameters: ``kedro run`` checks it for the models its pipeline trains,
+    after :func:`check_parameters` (which gives the same answer on every machine)."""
     import torch
 
-    from sstkd.training.loop import CPU_BF16_FIX, native_cpu_bf16
+    from sstkd.training.loop import CPU_BF16_FIX, native_cpu_bf16, resolves_to_cpu
 
-    def group(value: Any, *keys: str) -> Mapping:
-        for key in keys:
+    distillation = params.get("distillation") or {}
+    trained, owners = [], ["training"]
+    if teacher:
+        teacher_params, config = teacher_settings(params.get("training"), params.get("teacher"))
+        if teacher_params.checkpoint is None:
+            trained.append(config)
+            owners.append("teacher.training")
+    for name in methods:
+        trained.append(student_settings(params.get("training"), distillation.get("student"),
+                                        (distillation.get("methods") or {}).get(name), name, 0)[2])
+    if methods:
+        owners += ["distillation.student.training", *(f"distillation.methods.{name}.training" for name in methods)]
+    if not any(config.cpu_bf16 and resolves_to_cpu(config.device) for config in trained) or native_cpu_bf16():
+        return []
+
+    def own(where: str) -> Mapping:  # the group's own keys, without what it inherits
+        value: Any = params
+        for key in where.split("."):
             value = value.get(key) if isinstance(value, Mapping) else None
         return value if isinstance(value, Mapping) else {}
 
-    own = {"training": group(params, "training"), "teacher.training": group(params, "teacher", "training"),
-           "distillation.student.training": group(params, "distillation", "student", "training")}
-    own |= {f"distillation.methods.{name}.training": group(method, "training")
-            for name, method in group(params, "distillation", "methods").items()}
-    teacher = merged(dict(own["training"]), dict(own["teacher.training"]))
-    student = merged(dict(own["training"]), dict(own["distillation.student.training"]))
-    models = [teacher, student] + [merged(dict(student), dict(training)) for where, training in own.items()
-                                   if where.startswith("distillation.methods.")]
-
-    def on_cpu(training: Mapping) -> bool:
-        device = str(training.get("device", "auto"))
-        return device == "cpu" or device == "auto" and not torch.cuda.is_available()
-
-    if not any(model.get("cpu_bf16") is True and on_cpu(model) for model in models) or native_cpu_bf16():
-        return []
-    set_at = ", ".join(f"{where}.cpu_bf16" for where, training in own.items() if training.get("cpu_bf16") is True)
-    return [f"{set_at}: true, but this CPU ({torch.backends.cpu.get_cpu_capability()}) has no bf16 arithmetic "
-            f"(AVX512-BF16, AMX or Arm's BF16): autocast would emulate it, ~10x slower than fp32 (a KD step on an "
-            f"AVX2 CPU: 12.7 s against 1.2 s); {CPU_BF16_FIX}"]
+    keys = [f"{where}.cpu_bf16" for where in owners if validate(TrainingConfig, own(where), where).cpu_bf16]
+    return [f"{', '.join(keys)}: true, but this CPU ({torch.backends.cpu.get_cpu_capability()}) has no bf16 "
+            f"arithmetic (AVX512-BF16, AMX or Arm's BF16): autocast would emulate it, ~10x slower than fp32; "
+            f"{CPU_BF16_FIX}: --params {','.join(f'{key}=false' for key in keys)}"]

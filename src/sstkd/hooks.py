@@ -56,10 +56,6 @@ class LineageHooks:
             check_parameters(parameters)
         except ParameterError as error:
             raise ParameterGroupError(str(error), error.problems) from None
-        emulated = emulated_cpu_bf16_problems(parameters)  # hours lost to a setting this machine cannot run fast
-        if emulated:
-            raise ParameterGroupError("parameters this machine would run emulated:\n  " + "\n  ".join(emulated),
-                                      emulated)
         # Before anything loads the pipelines: the methods to run come from this session's --env and --params.
         use_run_parameters(parameters)
         # Intra-op threads: all cores unless the user says otherwise (PyTorch's default can oversubscribe
@@ -77,6 +73,7 @@ class LineageHooks:
         close the MLflow runs of this project's runs that were killed."""
         if self._context is not None:
             _check_dataset_root_is_used(self._context, self._parameters)
+            _check_no_emulated_bf16(self._parameters, pipeline)
             _check_params_keep_the_study(self._context, pipeline, catalog)
         project = Path(run_params.get("project_path") or ".").resolve()
         if str((self._parameters.get("training") or {}).get("nnodes", "1")) != "1":
@@ -191,6 +188,16 @@ def _check_dataset_root_is_used(context, parameters: dict) -> None:
 _MODEL_NEUTRAL_PARAMS = ("data_root", "dataset_root", "use_sbd_aug", "distillation.run", "evaluation", "study",
                          *(f"training.{key}" for key in RUN_ONLY_TRAINING_KEYS),
                          "pretraining.training.progress", "pretraining.checkpoint_root")
+
+
+def _check_no_emulated_bf16(parameters: dict, pipeline) -> None:
+    """Refuse, before the first node, to train the models of this pipeline with bf16 autocast that this CPU would
+    emulate: hours lost to a setting it cannot run fast."""
+    outputs = pipeline.all_outputs()
+    methods = sorted({name.split(".")[0] for name in outputs if name.endswith(".student_model")})
+    emulated = emulated_cpu_bf16_problems(parameters, "teacher_model" in outputs, methods)
+    if emulated:
+        raise ParameterGroupError("this machine would emulate the run's bf16:\n  " + "\n  ".join(emulated), emulated)
 
 
 def _check_params_keep_the_study(context, pipeline, catalog) -> None:

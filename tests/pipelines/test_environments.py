@@ -217,25 +217,39 @@ def test_the_published_rows_must_be_of_the_student_the_env_trains():
 
 
 def test_bf16_autocast_is_refused_where_the_cpu_would_emulate_it_naming_where_it_is_set(monkeypatch):
-    """`kedro run`'s machine check (after the parameters' own): conf/converged turns cpu_bf16 on for every model,
-    which an AVX2 CPU runs ~10x slower than fp32."""
+    """`kedro run`'s machine check for the models its pipeline trains: conf/converged turns cpu_bf16 on for every
+    model, which an AVX2 CPU runs ~10x slower than fp32."""
     from sstkd.config import emulated_cpu_bf16_problems
     from sstkd.training import loop
 
     converged = OmegaConfigLoader(str(ROOT / "conf"), env="converged", **CONFIG_LOADER_ARGS)["parameters"]
+    methods = methods_to_run(converged)
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     monkeypatch.setattr(loop, "native_cpu_bf16", lambda: True)
-    assert emulated_cpu_bf16_problems(converged) == []
+    assert emulated_cpu_bf16_problems(converged, True, methods) == []
     monkeypatch.setattr(loop, "native_cpu_bf16", lambda: False)
-    [problem] = emulated_cpu_bf16_problems(converged)
-    assert problem.startswith("training.cpu_bf16: true, but this CPU") and "--params training.cpu_bf16=false" in problem
+    [problem] = emulated_cpu_bf16_problems(converged, True, methods)
+    assert problem.startswith("training.cpu_bf16: true, but this CPU")
+    assert problem.endswith("--params training.cpu_bf16=false")
+    assert emulated_cpu_bf16_problems(converged, False, []) == []  # a run that trains nothing
+    kept_off = copy.deepcopy(converged)  # on in the base, off for every model this run trains
+    kept_off["teacher"]["training"]["cpu_bf16"] = False
+    kept_off["distillation"]["student"]["training"] = {"cpu_bf16": False}
+    assert emulated_cpu_bf16_problems(kept_off, True, methods) == []
+    loaded = copy.deepcopy(converged)
+    loaded["teacher"]["checkpoint"] = "teacher.pt"  # a given teacher is loaded, not trained
+    assert emulated_cpu_bf16_problems(loaded, True, []) == []
     off = copy.deepcopy(converged)
     off["training"]["cpu_bf16"] = False
-    assert emulated_cpu_bf16_problems(off) == []
+    assert emulated_cpu_bf16_problems(off, True, methods) == []
     off["distillation"]["methods"]["cwd"]["training"] = {"cpu_bf16": True}  # one method's own override
-    [problem] = emulated_cpu_bf16_problems(off)
+    [problem] = emulated_cpu_bf16_problems(off, True, methods)
     assert problem.startswith("distillation.methods.cwd.training.cpu_bf16: true")
+    assert problem.endswith("--params distillation.methods.cwd.training.cpu_bf16=false")
+    assert emulated_cpu_bf16_problems(off, True, ["baseline"]) == []  # cwd is not trained by this run
+    off["distillation"]["methods"]["cwd"]["training"]["device"] = "cpu:0"
+    assert emulated_cpu_bf16_problems(off, True, methods) != []
     off["distillation"]["methods"]["cwd"]["training"]["device"] = "cuda"  # not a CPU run: nothing emulated
-    assert emulated_cpu_bf16_problems(off) == []
-    assert emulated_cpu_bf16_problems(OmegaConfigLoader(str(ROOT / "conf"), env="tiny", **CONFIG_LOADER_ARGS)
-                                      ["parameters"]) == []  # the default keeps fp32
+    assert emulated_cpu_bf16_problems(off, True, methods) == []
+    tiny = OmegaConfigLoader(str(ROOT / "conf"), env="tiny", **CONFIG_LOADER_ARGS)["parameters"]
+    assert emulated_cpu_bf16_problems(tiny, True, methods_to_run(tiny)) == []  # the default keeps fp32

@@ -201,7 +201,7 @@ def test_bf16_arithmetic_is_read_off_the_cpu_and_its_absence_is_warned_of_in_the
     monkeypatch.setattr(loop, "native_cpu_bf16", lambda: False)
     with caplog.at_level("WARNING", logger="sstkd.training.loop"):
         helpers.train(epochs=1, lr=0.05, batch_size=4, cpu_bf16=True)
-    assert "training.cpu_bf16 is on, but this CPU" in caplog.text and "cpu_bf16=false" in caplog.text
+    assert "training.cpu_bf16 is on, but this CPU" in caplog.text and "(training.cpu_bf16: false)" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING", logger="sstkd.training.loop"):
         helpers.train(epochs=1, lr=0.05, batch_size=4)

@@ -220,20 +220,31 @@ def validate(model: nn.Module, dataset: Dataset, num_classes: int, config: Train
 # Where bf16 autocast on the CPU has no hardware under it, it is emulated: measured on an AVX2 EPYC of this
 # project's machines, a pixel-KD step took 12.7 s in bf16 against 1.2 s in fp32, a 3x3 convolution 25x as long
 # (benchmarks/results/distillation_step_avx2_fp32_vs_bf16.txt).
-CPU_BF16_FIX = "set training.cpu_bf16: false (--params training.cpu_bf16=false) for every model of the study"
+CPU_BF16_FIX = "train every model of the study in fp32"
 
 
 def native_cpu_bf16() -> bool:
-    """Whether this CPU computes bf16 in hardware (x86: AVX512-BF16 or AMX; Arm: the BF16 extension). Where that
-    cannot be told (another architecture or OS, an older torch), True: only a known emulation is refused."""
+    """Whether this CPU computes bf16 in hardware (x86: AVX512-BF16 or AMX-BF16; Arm: the BF16 extension), read
+    from the kernel's CPU flags, else from torch's probes. Where neither tells (another OS or architecture), True:
+    only a known emulation is refused."""
     machine = platform.machine().lower()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        flags = {flag for line in cpuinfo.read_text().splitlines() if line.startswith(("flags", "Features"))
+                 for flag in line.split(":", 1)[-1].split()}
+        if machine in ("x86_64", "amd64") and flags:
+            return bool(flags & {"avx512_bf16", "amx_bf16"})
+        if machine in ("aarch64", "arm64") and flags:
+            return "bf16" in flags
     if machine in ("x86_64", "amd64"):
         probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
         return any(probe() for probe in probes if probe) if any(probes) else True
-    cpuinfo = Path("/proc/cpuinfo")
-    if machine in ("aarch64", "arm64") and cpuinfo.is_file():
-        return any(line.startswith("Features") and "bf16" in line.split() for line in cpuinfo.read_text().splitlines())
     return True
+
+
+def resolves_to_cpu(device: str) -> bool:
+    """Whether ``training.device`` trains on the CPU here (``auto``: when there is no CUDA device)."""
+    return not torch.cuda.is_available() if device == "auto" else torch.device(device).type == "cpu"
 
 
 def _autocast(device: torch.device, config: TrainingConfig):
@@ -380,7 +391,7 @@ def train_segmenter(
     autocast = _autocast(device, config)
     if device.type == "cpu" and config.cpu_bf16 and main and not native_cpu_bf16():
         log.warning("%s: training.cpu_bf16 is on, but this CPU (%s) has no bf16 arithmetic: autocast is emulated, "
-                    "an order of magnitude slower than fp32; %s", name, torch.backends.cpu.get_cpu_capability(),
+                    "an order of magnitude slower than fp32; %s (training.cpu_bf16: false)", name, torch.backends.cpu.get_cpu_capability(),
                     CPU_BF16_FIX)
     global_step = start_epoch * steps_per_epoch
 
