@@ -26,31 +26,30 @@ run() {  # records: one file per row, committed as soon as it exists; a row alre
   .venv/bin/python benchmarks/kd_diagnosis.py train --env converged --data-root "$ROOT" --no-probes --params "$PARAMS" \
     --checkpoint-root "$CHECKPOINTS" --epochs 120 --seeds 0 --row "$row" --records "$records"
 }
-queue() {  # rows in the order that brackets the range first: w, w/30, w/10, w/3
-  for row in "$@"; do run "$row"; done
+# Each queue's rows in the order that brackets the range first: w, w/30, w/10, w/3
+HOLISTIC=("holistic_0.1=pixel_kd_adversarial"
+          "holistic_0.003=pixel_kd_adversarial:losses.adversarial.weight=0.003"
+          "holistic_0.01=pixel_kd_adversarial:losses.adversarial.weight=0.01"
+          "holistic_0.03=pixel_kd_adversarial:losses.adversarial.weight=0.03")
+CWD=("cwd_3=cwd"
+     "cwd_0.1=cwd:losses.channelwise.weight=0.1"
+     "cwd_0.3=cwd:losses.channelwise.weight=0.3"
+     "cwd_1=cwd:losses.channelwise.weight=1")
+PAIRWISE=("pairwise_0.5=skd"
+          "pairwise_0.015=skd:losses.pairwise.weight=0.015"
+          "pairwise_0.05=skd:losses.pairwise.weight=0.05"
+          "pairwise_0.15=skd:losses.pairwise.weight=0.15")
+# SSTKD's two texture weights scaled together: no published value, so the issue-9 sweep's 0.3 and 1.0 stand for w
+TEXTURE=("texture_x1=sstkd"
+         "texture_x0.033=sstkd:losses.structural.weight=0.01:losses.statistical.weight=0.033"
+         "texture_x0.1=sstkd:losses.structural.weight=0.03:losses.statistical.weight=0.1"
+         "texture_x0.33=sstkd:losses.structural.weight=0.1:losses.statistical.weight=0.33")
+queue() {  # one core's rows, one after another, into the queue's log
+  local name=$1; shift
+  for row in "$@"; do run "$row"; done > "$OUT/converged_selection_$name.log" 2>&1
 }
 case ${1:-} in
-  holistic_cwd)
-    queue "holistic_0.1=pixel_kd_adversarial" \
-          "holistic_0.003=pixel_kd_adversarial:losses.adversarial.weight=0.003" \
-          "holistic_0.01=pixel_kd_adversarial:losses.adversarial.weight=0.01" \
-          "holistic_0.03=pixel_kd_adversarial:losses.adversarial.weight=0.03" > "$OUT/converged_selection_holistic.log" 2>&1 &
-    queue "cwd_3=cwd" \
-          "cwd_0.1=cwd:losses.channelwise.weight=0.1" \
-          "cwd_0.3=cwd:losses.channelwise.weight=0.3" \
-          "cwd_1=cwd:losses.channelwise.weight=1" > "$OUT/converged_selection_cwd.log" 2>&1 &
-    wait ;;
-  skd_sstkd)
-    # SKD's pair-wise weight; SSTKD's two texture weights scaled together (no published value: the project's
-    # defaults from the issue-9 sweep stand for w, and their ratio is kept)
-    queue "pairwise_0.5=skd" \
-          "pairwise_0.015=skd:losses.pairwise.weight=0.015" \
-          "pairwise_0.05=skd:losses.pairwise.weight=0.05" \
-          "pairwise_0.15=skd:losses.pairwise.weight=0.15" > "$OUT/converged_selection_pairwise.log" 2>&1 &
-    queue "texture_x1=sstkd" \
-          "texture_x0.033=sstkd:losses.structural.weight=0.01:losses.statistical.weight=0.033" \
-          "texture_x0.1=sstkd:losses.structural.weight=0.03:losses.statistical.weight=0.1" \
-          "texture_x0.33=sstkd:losses.structural.weight=0.1:losses.statistical.weight=0.33" > "$OUT/converged_selection_texture.log" 2>&1 &
-    wait ;;
+  holistic_cwd) queue holistic "${HOLISTIC[@]}" & queue cwd "${CWD[@]}" & wait ;;
+  skd_sstkd) queue pairwise "${PAIRWISE[@]}" & queue texture "${TEXTURE[@]}" & wait ;;
   *) echo "usage: $0 holistic_cwd | skd_sstkd" >&2; exit 2 ;;
 esac
