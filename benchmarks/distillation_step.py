@@ -45,6 +45,9 @@ METHODS = {
 NETWORKS = {
     "cpu": ({"head": "deeplabv3", "backbone": "resnet18", "output_stride": 16, "head_channels": 128},
             {"head": "pspnet", "backbone": "resnet10", "output_stride": 16, "head_channels": 64}),
+    # The networks of `--env converged` (issue 19: a ResNet-50 teacher, the CPU student), at its 96-px crops.
+    "converged": ({"head": "deeplabv3", "backbone": "resnet50", "output_stride": 16, "head_channels": 128},
+                  {"head": "pspnet", "backbone": "resnet10", "output_stride": 16, "head_channels": 64}),
     # The networks of `--env cityscapes` (SSTKD's protocol) and `--env cityscapes_cirkd` (CIRKD's).
     "paper": ({"head": "pspnet", "backbone": "resnet101_deep", "head_channels": 512, "dilation_scheme": "torchvision"},
               {"head": "pspnet", "backbone": "resnet18_deep", "head_channels": 512, "dilation_scheme": "torchvision"}),

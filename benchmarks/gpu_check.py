@@ -12,7 +12,8 @@ Steps, each timed, each result in its own file and one line in ``summary.md``:
 2. ``tests.txt``: the CUDA-only tests (skipped on a CPU) and the texture modules' tests;
 3. ``step_<preset>[_compile].json``: ``distillation_step.py`` for the paper presets (512x1024, bf16, channels_last):
    ms/step, peak memory, FLOPs and % of the GPU's bf16 peak measured in the same run, for pixel KD, SSTKD with and
-   without ``recompute`` and CIRKD; ``torch.compile`` off and on;
+   without ``recompute`` and CIRKD; ``torch.compile`` off and on; and for ``--env converged``'s networks at its
+   96-px crops, with what a 120-epoch student's 2400 steps cost (issue 19's study, ~20 h a dataset on an AVX2 CPU);
 4. ``cityscapes_sstkd.json``: the SSTKD method through the real ``kedro run --env cityscapes`` on generated
    full-size Cityscapes-layout images, 300 iterations (loss falls, no non-finite value, images/s).
 """
@@ -83,7 +84,9 @@ def steps(out: Path, dry_run: bool) -> list[str]:
         methods = ["--methods", "pixel_kd", "sstkd", "sstkd_recompute", "cirkd"]
         runs = [("paper", ["--height", "512", "--width", "1024", "--batch", "8", *methods], False),
                 ("paper", ["--height", "512", "--width", "1024", "--batch", "8", *methods], True),
-                ("cirkd", ["--height", "512", "--width", "1024", "--batch", "16", *methods], False)]
+                ("cirkd", ["--height", "512", "--width", "1024", "--batch", "16", *methods], False),
+                # issue 19's converged study, ~20 h a dataset on an AVX2 CPU: what a GPU makes of it
+                ("converged", ["--methods", "student_only", "pixel_kd", "cwd", "sstkd"], False)]
     for preset, options, compiled in runs:
         name = f"step_{preset}{'_compile' if compiled else ''}"
         command = [sys.executable, "benchmarks/distillation_step.py", "--preset", preset, *options, "--flops",
@@ -98,6 +101,9 @@ def steps(out: Path, dry_run: bool) -> list[str]:
                  for method, values in report["methods"].items()]
         lines.append(f"{name} ({report['precision']}, peak {report.get('peak_gflop_per_s', 0):.0f} GFLOP/s): "
                      + "; ".join(cells))
+        if preset == "converged":  # 120 epochs x 20 steps of 16 crops, the teacher forward in every KD step
+            lines.append(f"{name}, a 120-epoch student's 2400 steps: " + "; ".join(
+                f"{method} {2400 * values['ms'] / 1000:.0f} s" for method, values in report["methods"].items()))
     return lines
 
 
