@@ -391,8 +391,8 @@ def train_segmenter(
     autocast = _autocast(device, config)
     if device.type == "cpu" and config.cpu_bf16 and main and not native_cpu_bf16():
         log.warning("%s: training.cpu_bf16 is on, but this CPU (%s) has no bf16 arithmetic: autocast is emulated, "
-                    "an order of magnitude slower than fp32; %s (training.cpu_bf16: false)", name, torch.backends.cpu.get_cpu_capability(),
-                    CPU_BF16_FIX)
+                    "an order of magnitude slower than fp32; %s (training.cpu_bf16: false)", name,
+                    torch.backends.cpu.get_cpu_capability(), CPU_BF16_FIX)
     global_step = start_epoch * steps_per_epoch
 
     for epoch in range(start_epoch, config.epochs):
