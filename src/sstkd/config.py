@@ -409,7 +409,8 @@ def emulated_cpu_bf16_problems(params: Mapping[str, Any], teacher: bool, methods
     after :func:`check_parameters` (which gives the same answer on every machine)."""
     import torch
 
-    from sstkd.training.loop import CPU_BF16_FIX, native_cpu_bf16, resolves_to_cpu
+    from sstkd.training.distributed import device_type
+    from sstkd.training.loop import CPU_BF16_FIX, native_cpu_bf16
 
     if native_cpu_bf16():  # nothing to build on the machines that have it: kedro run's start stays as it was
         return []
@@ -425,7 +426,7 @@ def emulated_cpu_bf16_problems(params: Mapping[str, Any], teacher: bool, methods
                                         (distillation.get("methods") or {}).get(name), name, 0)[2])
     if methods:
         owners += ["distillation.student.training", *(f"distillation.methods.{name}.training" for name in methods)]
-    if not any(config.cpu_bf16 and resolves_to_cpu(config.device) for config in trained):
+    if not any(config.cpu_bf16 and device_type(config.device) == "cpu" for config in trained):
         return []
 
     def own(where: str) -> Mapping:  # the group's own keys, without what it inherits

@@ -253,3 +253,5 @@ def test_bf16_autocast_is_refused_where_the_cpu_would_emulate_it_naming_where_it
     assert emulated_cpu_bf16_problems(off, True, methods) == []
     tiny = OmegaConfigLoader(str(ROOT / "conf"), env="tiny", **CONFIG_LOADER_ARGS)["parameters"]
     assert emulated_cpu_bf16_problems(tiny, True, methods_to_run(tiny)) == []  # the default keeps fp32
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)  # "auto" trains on the GPU there
+    assert emulated_cpu_bf16_problems(converged, True, methods) == []

@@ -24,10 +24,18 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
+def device_type(requested: str = "auto") -> str:
+    """The kind of device ``training.device`` names here (``auto``: CUDA when there is one), without checking
+    that it exists: a start-up check can then give its own short error."""
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(requested).type
+
+
 def local_device(requested: str = "auto") -> torch.device:
     """``auto``: this rank's CUDA device when there is one, else CPU."""
     if requested == "auto":
-        if torch.cuda.is_available():
+        if device_type(requested) == "cuda":
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         return torch.device("cpu")
     device = torch.device(requested)

@@ -242,11 +242,6 @@ def native_cpu_bf16() -> bool:
     return True
 
 
-def resolves_to_cpu(device: str) -> bool:
-    """Whether ``training.device`` trains on the CPU here (``auto``: when there is no CUDA device)."""
-    return not torch.cuda.is_available() if device == "auto" else torch.device(device).type == "cpu"
-
-
 def _autocast(device: torch.device, config: TrainingConfig):
     if device.type == "cuda" and config.bf16:
         return torch.autocast("cuda", dtype=torch.bfloat16)
