@@ -13,7 +13,7 @@ Steps, each timed, each result in its own file and one line in ``summary.md``:
 3. ``step_<preset>[_compile].json``: ``distillation_step.py`` for the paper presets (512x1024, bf16, channels_last):
    ms/step, peak memory, FLOPs and % of the GPU's bf16 peak measured in the same run, for pixel KD, SSTKD with and
    without ``recompute`` and CIRKD; ``torch.compile`` off and on; and for ``--env converged``'s networks at its
-   96-px crops, with what a 120-epoch student's 2400 steps cost (issue 19's study, ~20 h a dataset on an AVX2 CPU);
+   96-px crops, with what a student's schedule there (120 epochs, 2400 steps) costs (issue 19's study, ~20 h a dataset on an AVX2 CPU);
 4. ``cityscapes_sstkd.json``: the SSTKD method through the real ``kedro run --env cityscapes`` on generated
    full-size Cityscapes-layout images, 300 iterations (loss falls, no non-finite value, images/s).
 """
@@ -101,10 +101,24 @@ def steps(out: Path, dry_run: bool) -> list[str]:
                  for method, values in report["methods"].items()]
         lines.append(f"{name} ({report['precision']}, peak {report.get('peak_gflop_per_s', 0):.0f} GFLOP/s): "
                      + "; ".join(cells))
-        if preset == "converged":  # 120 epochs x 20 steps of 16 crops, the teacher forward in every KD step
-            lines.append(f"{name}, a 120-epoch student's 2400 steps: " + "; ".join(
-                f"{method} {2400 * values['ms'] / 1000:.0f} s" for method, values in report["methods"].items()))
+        if preset == "converged":  # the teacher's forward is in every KD step, as without the teacher cache
+            epochs, steps = converged_student_schedule()
+            lines.append(f"{name}, a {epochs}-epoch student's {steps} steps: " + "; ".join(
+                f"{method} {steps * values['ms'] / 1000:.0f} s" for method, values in report["methods"].items()))
     return lines
+
+
+def converged_student_schedule() -> tuple[int, int]:
+    """A baseline student's epochs and SGD steps under ``conf/converged``: full batches of the generated training
+    split (the loader drops the last partial one), as committed."""
+    from sstkd.config import student_settings
+    from sstkd.config_loading import project_config_loader
+
+    params = project_config_loader(ROOT / "conf", "converged")["parameters"]
+    distillation = params["distillation"]
+    config = student_settings(params["training"], distillation.get("student"),
+                              (distillation.get("methods") or {}).get("baseline"), "baseline", 0)[2]
+    return config.epochs, config.epochs * (params["synthetic"]["splits"]["train"] // config.batch_size)
 
 
 def write_cityscapes_layout(root: Path, size: tuple[int, int], train: int, val: int) -> None:

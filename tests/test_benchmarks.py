@@ -133,3 +133,13 @@ def test_the_gpu_check_runs_its_code_paths_on_the_cpu_in_a_dry_run(tmp_path):
     run = json.loads((out / "cityscapes_sstkd.json").read_text())
     assert run["iterations"] == 8 and run["all_finite"] and run["image_size"] == [64, 128]
     assert (out / "cityscapes_layout" / "gtFine" / "train" / "aachen").is_dir()  # the official layout
+
+
+def test_the_gpu_checks_cost_of_a_converged_student_follows_the_env_not_a_constant():
+    """conf/converged's students: 120 epochs of 320 generated training images in batches of 16, the last one full."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    assert gpu_check.converged_student_schedule() == (120, 120 * (320 // 16))
