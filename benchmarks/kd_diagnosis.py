@@ -16,7 +16,8 @@ fixed training crops in eval mode (running statistics) and train mode (batch sta
 selected model is also evaluated with BatchNorm's running statistics recomputed on training crops ("precise BN").
 One JSON line per (row, epochs, seed). ``calibration`` measures the teacher's targets (accuracy, confidence,
 entropy, ECE at T = 1 and T = 4 on training crops and on validation images, and how peaked CWD's spatial targets
-are). ``report`` prints the tables and draws the learning curves and gradient norms.
+are). ``report`` prints the tables and draws the learning curves and gradient norms. ``select`` names the row
+with the best validation mIoU among finished ones (a weight selection: benchmarks/weight_selection_issue19.sh).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import json
 import logging
 import math
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -294,6 +296,23 @@ def report(args) -> None:
     _plot(groups, output.with_name(output.name + "_curves.png"))
 
 
+def select(args) -> None:
+    """A weight selection's rule: of one seed's rows (one records file each, every one of them finished), the one
+    with the best validation mIoU at its best epoch. The table goes to stderr, the chosen row's label to stdout."""
+    rows = []
+    for path in args.records:
+        if not path.is_file() or not path.read_text().strip():
+            raise SystemExit(f"{path}: no record yet; its row has not finished, so nothing is selected")
+        rows += _records(path)
+    if len({(r["seed"], r["epochs"]) for r in rows}) > 1:
+        raise SystemExit("the records mix seeds or schedules: "
+                         + ", ".join(sorted({f"{r['row']} seed {r['seed']}, {r['epochs']} epochs" for r in rows})))
+    for record in sorted(rows, key=lambda r: -r["val_miou"]):
+        print(f"{record['row']:>24s}  val mIoU {record['val_miou']:.2f} (epoch {record['best_epoch']}), "
+              f"test {record['test_miou']:.2f}", file=sys.stderr)
+    print(max(rows, key=lambda r: r["val_miou"])["row"])
+
+
 def _plot(groups: dict, path: Path) -> None:
     import matplotlib
 
@@ -350,10 +369,12 @@ def main() -> None:
     report_command = commands.add_parser("report")
     report_command.add_argument("--records", type=Path, required=True)
     report_command.add_argument("--output", type=Path, default=None, help="path stem of the .md and _curves.png")
+    select_command = commands.add_parser("select", help="the best row on validation (stdout: its label)")
+    select_command.add_argument("--records", type=Path, nargs="+", required=True)
     args = parser.parse_args()
     # the training loop's one line per epoch (loss, val mIoU, img/s): a 120-epoch row runs for most of an hour
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    {"train": train, "calibration": calibration, "report": report}[args.command](args)
+    {"train": train, "calibration": calibration, "report": report, "select": select}[args.command](args)
 
 
 if __name__ == "__main__":

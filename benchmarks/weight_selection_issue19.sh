@@ -5,10 +5,11 @@
 # (lambda_pi 0.3, in conf/converged). Validation mIoU is all a selection reads, so the per-epoch probes are off.
 # Data, pretrained backbones and teacher first (2 threads, ~50 min on an AVX512-BF16 CPU, ~100 min on an AVX2 one):
 #   kedro run --env converged --pipelines data,pretraining,teacher   (AVX2: add --params training.cpu_bf16=false)
-# then  bash benchmarks/weight_selection_issue19.sh holistic_cwd   (two queues, one core each)  and
+# then  bash benchmarks/weight_selection_issue19.sh all   (or its two stages, holistic_cwd then skd_sstkd), and
 #   python benchmarks/kd_diagnosis.py report --records benchmarks/results/kd_diagnosis/converged_<stem>.jsonl
-# A method whose other terms are selected elsewhere (SKD's and SSTKD's holistic weight: pixel KD + holistic's)
-# waits for that selection: `skd_sstkd` is run once conf/converged carries it.
+# SKD and SSTKD carry the holistic term, so their rows run once its lambda_d is selected: `skd_sstkd` takes it from
+# LAMBDA_D or, when unset, selects it from the four holistic records (kd_diagnosis.py select), refusing to run
+# before all four have finished.
 set -u
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 export TQDM_DISABLE=1  # evaluate_network's bars would bury the one line per epoch
@@ -19,14 +20,27 @@ OUT=${OUT:-benchmarks/results/kd_diagnosis}
 PARAMS=${PARAMS:-}
 # per-epoch checkpoints: a queue stopped part-way (a session's end) resumes its student where it stopped
 CHECKPOINTS=${CHECKPOINTS:-$ROOT/06_models/selection-checkpoints}
+PYTHON=${PYTHON:-.venv/bin/python}
+records() { echo "$OUT/converged_selection_${1}_r10_120_epochs_layered.jsonl"; }
 run() {  # records: one file per row, committed as soon as it exists; a row already recorded is not run again
   local row=$1 label=${1%%=*}
-  local records="$OUT/converged_selection_${label}_r10_120_epochs_layered.jsonl"
-  if [ -s "$records" ]; then echo "$label: recorded in $records"; return; fi
-  .venv/bin/python benchmarks/kd_diagnosis.py train --env converged --data-root "$ROOT" --no-probes --params "$PARAMS" \
-    --checkpoint-root "$CHECKPOINTS" --epochs 120 --seeds 0 --row "$row" --records "$records"
+  if [ -s "$(records "$label")" ]; then echo "$label: recorded in $(records "$label")"; return; fi
+  "$PYTHON" benchmarks/kd_diagnosis.py train --env converged --data-root "$ROOT" --no-probes --params "$PARAMS" \
+    --checkpoint-root "$CHECKPOINTS" --epochs 120 --seeds 0 --row "$row" --records "$(records "$label")"
 }
-# Each queue's rows in the order that brackets the range first: w, w/30, w/10, w/3
+pool() {  # the rows in the order given, one core each: a core takes the next row as soon as its last one ends
+  for row in "$@"; do
+    while [ "$(jobs -rp | wc -l)" -ge 2 ]; do wait -n; done
+    run "$row" >> "$OUT/converged_selection_${row%%=*}.log" 2>&1 &
+  done
+  wait
+}
+selected() {  # the ladder value (the label's suffix) of the row best on validation, once every row has finished
+  local label
+  label=$("$PYTHON" benchmarks/kd_diagnosis.py select --records "${@/#/$OUT/converged_selection_}") || exit 1
+  echo "${label##*_}"
+}
+# Each ladder in the order that brackets the range first: w, w/30, w/10, w/3
 HOLISTIC=("holistic_0.1=pixel_kd_adversarial"
           "holistic_0.003=pixel_kd_adversarial:losses.adversarial.weight=0.003"
           "holistic_0.01=pixel_kd_adversarial:losses.adversarial.weight=0.01"
@@ -35,21 +49,31 @@ CWD=("cwd_3=cwd"
      "cwd_0.1=cwd:losses.channelwise.weight=0.1"
      "cwd_0.3=cwd:losses.channelwise.weight=0.3"
      "cwd_1=cwd:losses.channelwise.weight=1")
-PAIRWISE=("pairwise_0.5=skd"
-          "pairwise_0.015=skd:losses.pairwise.weight=0.015"
-          "pairwise_0.05=skd:losses.pairwise.weight=0.05"
-          "pairwise_0.15=skd:losses.pairwise.weight=0.15")
-# SSTKD's two texture weights scaled together: no published value, so the issue-9 sweep's 0.3 and 1.0 stand for w
-TEXTURE=("texture_x1=sstkd"
-         "texture_x0.033=sstkd:losses.structural.weight=0.01:losses.statistical.weight=0.033"
-         "texture_x0.1=sstkd:losses.structural.weight=0.03:losses.statistical.weight=0.1"
-         "texture_x0.33=sstkd:losses.structural.weight=0.1:losses.statistical.weight=0.33")
-queue() {  # one core's rows, one after another, into the queue's log
-  local name=$1; shift
-  for row in "$@"; do run "$row"; done > "$OUT/converged_selection_$name.log" 2>&1
+holistic_cwd() {  # interleaved: both ladders bracket their range first
+  pool "${HOLISTIC[0]}" "${CWD[0]}" "${HOLISTIC[1]}" "${CWD[1]}" "${HOLISTIC[2]}" "${CWD[2]}" \
+       "${HOLISTIC[3]}" "${CWD[3]}"
+}
+skd_sstkd() {
+  local lambda_d=${LAMBDA_D:-}
+  if [ -z "$lambda_d" ]; then
+    lambda_d=$(selected "${HOLISTIC[@]/%=*/_r10_120_epochs_layered.jsonl}") || exit 1
+  fi
+  echo "lambda_d $lambda_d (the holistic weight of every SKD and SSTKD row)"
+  local holistic=":losses.adversarial.weight=$lambda_d"
+  # SSTKD's two texture weights scaled together: no published value, so the issue-9 sweep's 0.3 and 1.0 stand for
+  # w. Its rows cost ~1.5x SKD's, so they go first: the last row to end is a short one.
+  pool "texture_x1=sstkd$holistic" \
+       "texture_x0.033=sstkd:losses.structural.weight=0.01:losses.statistical.weight=0.033$holistic" \
+       "texture_x0.1=sstkd:losses.structural.weight=0.03:losses.statistical.weight=0.1$holistic" \
+       "texture_x0.33=sstkd:losses.structural.weight=0.1:losses.statistical.weight=0.33$holistic" \
+       "pairwise_0.5=skd$holistic" \
+       "pairwise_0.015=skd:losses.pairwise.weight=0.015$holistic" \
+       "pairwise_0.05=skd:losses.pairwise.weight=0.05$holistic" \
+       "pairwise_0.15=skd:losses.pairwise.weight=0.15$holistic"
 }
 case ${1:-} in
-  holistic_cwd) queue holistic "${HOLISTIC[@]}" & queue cwd "${CWD[@]}" & wait ;;
-  skd_sstkd) queue pairwise "${PAIRWISE[@]}" & queue texture "${TEXTURE[@]}" & wait ;;
-  *) echo "usage: $0 holistic_cwd | skd_sstkd" >&2; exit 2 ;;
+  holistic_cwd) holistic_cwd ;;
+  skd_sstkd) skd_sstkd ;;
+  all) holistic_cwd && skd_sstkd ;;
+  *) echo "usage: $0 holistic_cwd | skd_sstkd | all" >&2; exit 2 ;;
 esac

@@ -61,6 +61,29 @@ def test_kd_diagnosis_takes_kedro_style_params_and_refuses_what_this_cpu_would_e
     assert not (tmp_path / "r.jsonl").exists()
 
 
+def test_kd_diagnosis_select_names_the_best_row_on_validation_and_waits_for_every_row(tmp_path):
+    """A weight selection's rule as weight_selection_issue19.sh applies it: best val mIoU, never test, all rows done."""
+    import json
+
+    def write(label: str, val: float, test: float, seed: int = 0):
+        path = tmp_path / f"{label}.jsonl"
+        path.write_text(json.dumps({"row": label, "seed": seed, "epochs": 120, "val_miou": val, "test_miou": test,
+                                    "best_epoch": 100}) + "\n")
+        return str(path)
+
+    select = [sys.executable, "benchmarks/kd_diagnosis.py", "select", "--records"]
+    rows = [write("cwd_3", 80.5, 90.0), write("cwd_1", 81.2, 70.0), write("cwd_0.3", 79.0, 60.0)]
+    chosen = subprocess.run([*select, *rows], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert chosen.returncode == 0 and chosen.stdout == "cwd_1\n", chosen.stderr
+    assert chosen.stderr.index("cwd_1") < chosen.stderr.index("cwd_3") < chosen.stderr.index("cwd_0.3")
+    unfinished = subprocess.run([*select, *rows, str(tmp_path / "cwd_0.1.jsonl")], cwd=ROOT, capture_output=True,
+                                text=True, timeout=120)
+    assert unfinished.returncode == 1 and unfinished.stdout == "" and "cwd_0.1.jsonl: no record yet" in unfinished.stderr
+    mixed = subprocess.run([*select, *rows, write("cwd_0.1", 99.0, 99.0, seed=1)], cwd=ROOT, capture_output=True,
+                           text=True, timeout=120)
+    assert mixed.returncode == 1 and mixed.stdout == "" and "mix seeds" in mixed.stderr
+
+
 @pytest.mark.slow
 def test_kd_diagnosis_trains_probes_reports_and_measures_calibration_on_a_real_tiny_study(tmp_path):
     """benchmarks/kd_diagnosis.py on a study that `kedro run` wrote (data and teacher of conf/tiny)."""
