@@ -73,3 +73,30 @@ def test_a_batch_one_bit_away_misses_and_the_folder_stays_under_its_bound(tmp_pa
     small = TeacherOutputCache(tmp_path, "teacher-fingerprint", "cpu|fp32", max_bytes=2 * one_file)
     small.evict()
     assert len(list(tmp_path.glob("*/*.pt"))) == 2
+
+
+def test_a_bound_smaller_than_one_students_batches_is_named_at_the_first_write(tmp_path, caplog):
+    """LRU against a student's cyclic pass: with room for fewer batches than one student feeds the teacher, the next
+    student of the seed finds none of them, and the cache warns with the size that would hold them."""
+    torch.manual_seed(0)
+    teacher = build_network(TEACHER, 4).eval()
+    images = torch.rand(2, 3, 32, 32)
+    TeacherOutputCache(tmp_path / "probe", "teacher-fingerprint", "cpu|fp32", max_bytes=1 << 30).outputs(teacher, images)
+    one_file = next((tmp_path / "probe").glob("*/*.pt")).stat().st_size
+    for batches, warned in ((4, False), (5, False), (6, True)):
+        caplog.clear()
+        cache = TeacherOutputCache(tmp_path / str(batches), "teacher-fingerprint", "cpu|fp32", max_bytes=5 * one_file,
+                                   batches_per_student=batches)
+        cache.outputs(teacher, images)
+        cache.outputs(teacher, images + 1)  # a second write: the warning is given once
+        messages = [r.getMessage() for r in caplog.records if r.name == "sstkd.training.teacher_cache"]
+        assert len(messages) == warned, messages
+        if warned:
+            assert f"one student's {batches} batches" in messages[0] and "raise training.teacher_cache_gb to 1" in messages[0]
+
+
+def test_a_students_run_counts_its_batches_for_the_bound(tmp_path, caplog):
+    """Through train_network, as a distillation node runs it: 2 epochs x 2 batches of 8 (16 crops)."""
+    _student(PIXEL_KD, _teacher(), teacher_cache_root=str(tmp_path), teacher_cache_gb=1e-6)
+    [message] = [r.getMessage() for r in caplog.records if r.name == "sstkd.training.teacher_cache"]
+    assert "one student's 4 batches" in message

@@ -6,12 +6,15 @@ the teacher's fingerprint, the numerics they are computed under and the exact by
 returns exactly the tensors the teacher would have returned (a student trained with it ends weight for weight as
 one trained without), and a batch that differs in one bit misses and is computed. Files are written atomically
 (concurrent students of one seed may share a folder); the folder is kept under ``max_bytes`` by evicting the
-least recently used files.
+least recently used files. That bound must hold one student's batches (its epochs x steps): a student's pass is
+a cyclic scan, and under a smaller bound least-recently-used eviction deletes each batch before the next student
+of the seed reads it, so every student computes every teacher output again; the cache warns when it sees that.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from pathlib import Path
 
@@ -20,14 +23,19 @@ import torch
 from sstkd.models.segmenter import SegmentationOutput
 from sstkd.training.checkpoint import atomic_save
 
+log = logging.getLogger(__name__)
+
 EVICT_CHECK_EVERY = 64  # writes between two looks at the folder's size
 
 
 class TeacherOutputCache:
-    def __init__(self, folder: str | Path, teacher_fingerprint: str, numerics: str, max_bytes: int):
+    def __init__(self, folder: str | Path, teacher_fingerprint: str, numerics: str, max_bytes: int,
+                 batches_per_student: int | None = None):
+        """``batches_per_student``: how many batches one student feeds the teacher, for the warning above."""
         self.folder = Path(folder)
         self.prefix = f"{teacher_fingerprint}|{numerics}|".encode()
         self.max_bytes = max_bytes
+        self.batches_per_student = batches_per_student
         self.hits = self.misses = 0
         self._writes = 0
 
@@ -60,9 +68,21 @@ class TeacherOutputCache:
                                        and not value.is_contiguous()
                                        and value.is_contiguous(memory_format=torch.channels_last)]}, file)
         self._writes += 1
+        if self._writes == 1 and self.batches_per_student:
+            self._warn_if_too_small(file.stat().st_size)
         if self._writes % EVICT_CHECK_EVERY == 0:
             self.evict()
         return output
+
+    def _warn_if_too_small(self, batch_bytes: int) -> None:
+        needed = batch_bytes * self.batches_per_student
+        if needed > self.max_bytes:
+            log.warning("teacher cache %s: one student's %d batches take %.1f GB (%.1f MB each), more than "
+                        "training.teacher_cache_gb (%.1f): each batch is evicted before the next student of this "
+                        "seed reads it, so every student computes the teacher again; raise training.teacher_cache_gb "
+                        "to %d (disk space allowing) or drop training.teacher_cache_root", self.folder,
+                        self.batches_per_student, needed / 2**30, batch_bytes / 2**20, self.max_bytes / 2**30,
+                        -(-needed // 2**30))
 
     def summary(self) -> str:
         return f"teacher outputs: {self.hits} from the cache, {self.misses} computed"
