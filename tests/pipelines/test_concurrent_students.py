@@ -1,5 +1,7 @@
-"""Students side by side: `kedro run --runner ThreadRunner` trains them in worker processes, each ending weight for
+"""Students side by side: `kedro run --runner sstkd.runner.StudentThreadRunner` trains them in worker processes, each ending weight for
 weight as in a sequential run at the same thread count, with the same MLflow record."""
+
+import re
 
 import mlflow
 import pytest
@@ -24,7 +26,8 @@ def test_concurrent_students_end_as_sequential_ones_and_are_recorded_alike(tmp_p
     one_thread = {"OMP_NUM_THREADS": "1"}
     sequential, concurrent = copy_project(tmp_path / "sequential"), copy_project(tmp_path / "concurrent")
     run(sequential, "run", "--env", "tiny", "--params", "study.seeds=[0+1]", env=one_thread)
-    result = run(concurrent, "run", "--env", "tiny", "--runner", "ThreadRunner",
+    result = run(concurrent, "run", "--env", "tiny", "--runner", "sstkd.runner.StudentThreadRunner",
+                 "--runner-params", "max_workers=2",
                  "--params", "study.seeds=[0+1],training.concurrent_students=2", env=one_thread)
     for student in STUDENTS:
         expected = torch.load(sequential / f"data/tiny/06_models/students/{student}.pt", weights_only=True)
@@ -32,6 +35,10 @@ def test_concurrent_students_end_as_sequential_ones_and_are_recorded_alike(tmp_p
         assert got["state_dict"].keys() == expected["state_dict"].keys()
         assert all(torch.equal(got["state_dict"][k], v) for k, v in expected["state_dict"].items()), student
         assert got["best_val_miou"] == expected["best_val_miou"]
+    # seed by seed, so a seed's methods share the teacher outputs the first of them cached
+    started = re.findall(r"(\w+)\.seed_(\d): training in a worker process", result.stdout)
+    assert sorted(started) == sorted(tuple(s.split("/seed_")) for s in STUDENTS), result.stdout[-3000:]
+    assert [seed for _, seed in started] == sorted(seed for _, seed in started)
     # the workers' epoch lines reach the run's log as plain lines; the parent logs their epochs in each model's run
     assert "sstkd.training.loop: sstkd.seed_1 epoch 1/1: loss" in result.stdout
     (expected_runs, client), (got_runs, got_client) = _student_runs(sequential), _student_runs(concurrent)

@@ -5,10 +5,10 @@ CPU) through torch's elastic launcher (torchrun's engine); the node gets rank 0'
 the catalog as usual. For several machines, run the same ``kedro run`` on each with ``training.nnodes`` (e.g.
 ``"2"``) and a shared ``training.rdzv_endpoint`` (``host:port`` of one of them); rendezvous is torch's c10d store.
 
-Concurrent students (``kedro run --runner ThreadRunner``): each student node's thread hands its training to a pool
-of worker processes, one student per process with a fixed thread count, so students train side by side without
-sharing torch's global random state or its threads: each ends weight for weight as it would alone, in a sequential
-run at the same thread count.
+Concurrent students (``kedro run --runner sstkd.runner.StudentThreadRunner``, seed by seed, or Kedro's
+``ThreadRunner``): each student node's thread hands its training to a pool of worker processes, one student per
+process with a fixed thread count, so students train side by side without sharing torch's global random state or
+its threads: each ends weight for weight as it would alone, in a sequential run at the same thread count.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from sstkd.data.ragged import RaggedArray
 from sstkd.logs import PLAIN_DATE_FORMAT, PLAIN_FORMAT
 from sstkd.training.recipe import train_network
 
+log = logging.getLogger(__name__)
 
 def _free_local_endpoint() -> str:
     with socket.socket() as probe:
@@ -143,4 +144,6 @@ def train_in_worker_process(kwargs: dict, processes: int, threads: int):
             pool = ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn"),
                                        initializer=_start_pool_worker, initargs=(os.getpid(), threads))
             _POOLS[(processes, threads)] = pool
+    log.info("%s: training in a worker process (%d side by side, %d thread%s each)", kwargs["name"], processes,
+             threads, "" if threads == 1 else "s")
     return pool.submit(_train_in_worker, kwargs | {"cache": _by_reference(kwargs["cache"])}).result()

@@ -87,8 +87,8 @@ class TrainingConfig(BaseModel):
     max_steps_per_epoch: int | None = Field(None, ge=1)
     progress: bool = True
     nproc: int = Field(1, ge=1)
-    # Students side by side under `kedro run --runner ThreadRunner`: at most this many at once (null: one per CPU
-    # core), each in its own worker process with (this process's threads / this) torch threads.
+    # Students side by side under a thread runner (`--runner sstkd.runner.StudentThreadRunner`): at most this many at
+    # once (null: one per CPU core), each in its own worker process with (this process's threads / this) threads.
     concurrent_students: int | None = Field(None, ge=1)
     rdzv_endpoint: str | None = None
     nnodes: str = "1"
