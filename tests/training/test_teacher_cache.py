@@ -100,3 +100,22 @@ def test_a_students_run_counts_its_batches_for_the_bound(tmp_path, caplog):
     _student(PIXEL_KD, _teacher(), teacher_cache_root=str(tmp_path), teacher_cache_gb=1e-6)
     [message] = [r.getMessage() for r in caplog.records if r.name == "sstkd.training.teacher_cache"]
     assert "one student's 4 batches" in message
+
+
+def test_logits_derived_from_the_stored_head_feature_are_the_teachers_bits_under_bf16_and_channels_last(tmp_path):
+    """The file holds the small head feature, not the full-size logits; a hit derives them again inside the step's
+    autocast, as the teacher's forward did, and must return the very same tensor."""
+    torch.manual_seed(0)
+    teacher = build_network(TEACHER, 4).eval().to(memory_format=torch.channels_last)
+    images = torch.rand(2, 3, 40, 56).contiguous(memory_format=torch.channels_last)
+    cache = TeacherOutputCache(tmp_path, "teacher-fingerprint", "cpu|bf16", max_bytes=1 << 30)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        computed = cache.outputs(teacher, images)
+        restored = cache.outputs(teacher, images)
+    assert (cache.hits, cache.misses) == (1, 1) and computed.logits.dtype == torch.bfloat16
+    assert computed.logits.shape[-2:] == (40, 56)
+    for field, value in computed._asdict().items():
+        again = getattr(restored, field)
+        assert (value is None and again is None) or (torch.equal(value, again) and value.dtype == again.dtype), field
+    stored = torch.load(next(tmp_path.glob("*/*.pt")), weights_only=True)
+    assert "logits" not in stored["outputs"] and stored["logits_from_head"]

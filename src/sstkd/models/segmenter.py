@@ -104,11 +104,16 @@ class SegmentationNetwork(nn.Module):
     def head_channels(self) -> int:
         return self.config.head_channels
 
+    def logits_from_head(self, head_features: torch.Tensor, size) -> torch.Tensor:
+        """The classifier on the head's feature, upsampled to ``size``: what ``forward`` returns as logits (the
+        teacher-output cache stores the small head feature and derives the full-size logits again)."""
+        return F.interpolate(self.head.classifier(head_features), size=size, mode="bilinear", align_corners=False)
+
     def forward(self, images: torch.Tensor) -> SegmentationOutput:
         size = images.shape[-2:]
         low, mid, high = self.backbone(self.input_adapter(images))
         head_features = self.head.features(high)
-        logits = F.interpolate(self.head.classifier(head_features), size=size, mode="bilinear", align_corners=False)
+        logits = self.logits_from_head(head_features, size)
         aux = None
         if self.aux_head is not None and self.training:
             aux = F.interpolate(self.aux_head(mid), size=size, mode="bilinear", align_corners=False)

@@ -53,9 +53,13 @@ class TeacherOutputCache:
             try:
                 stored = torch.load(file, map_location=images.device, weights_only=True)
                 os.utime(file)  # recently used: evicted last
+                fields = {key: _restored(value, key in stored["channels_last"])
+                          for key, value in stored["outputs"].items()}
+                if stored.get("logits_from_head"):
+                    with torch.no_grad():
+                        fields["logits"] = teacher.logits_from_head(fields["head_features"], images.shape[-2:])
                 self.hits += 1
-                return SegmentationOutput(**{key: _restored(value, key in stored["channels_last"])
-                                             for key, value in stored["outputs"].items()})
+                return SegmentationOutput(**fields)
             except (OSError, RuntimeError, EOFError, ValueError):
                 pass  # evicted meanwhile by another student, or unreadable: compute it again
         with torch.no_grad():
@@ -63,10 +67,16 @@ class TeacherOutputCache:
         self.misses += 1
         file.parent.mkdir(parents=True, exist_ok=True)
         fields = output._asdict()
+        # the full-size logits are the head feature's classifier output upsampled: derived again on a hit (the
+        # same ops on the same tensor, so the same bits), they need not fill 40% of the file
+        from_head = hasattr(teacher, "logits_from_head") and fields.get("head_features") is not None
+        if from_head:
+            del fields["logits"]
         atomic_save({"outputs": {key: None if value is None else value.detach().cpu() for key, value in fields.items()},
                      "channels_last": [key for key, value in fields.items() if value is not None and value.dim() == 4
                                        and not value.is_contiguous()
-                                       and value.is_contiguous(memory_format=torch.channels_last)]}, file)
+                                       and value.is_contiguous(memory_format=torch.channels_last)],
+                     "logits_from_head": from_head}, file)
         self._writes += 1
         if self._writes == 1 and self.batches_per_student:
             self._warn_if_too_small(file.stat().st_size)
