@@ -302,8 +302,15 @@ def select(args) -> None:
     rows = []
     for path in args.records:
         if not path.is_file() or not path.read_text().strip():
-            raise SystemExit(f"{path}: no record yet; its row has not finished, so nothing is selected")
-        rows += _records(path)
+            raise SystemExit(f"{path}: no record yet (its row has not finished, or failed: see its .log), so nothing "
+                             "is selected")
+        try:
+            rows += _records(path)
+        except json.JSONDecodeError as error:
+            raise SystemExit(f"{path}: a record cut short ({error}); move it away and run its row again") from None
+    if any(not math.isfinite(r["val_miou"]) for r in rows):
+        raise SystemExit("no finite validation mIoU for " + ", ".join(r["row"] for r in rows
+                                                                       if not math.isfinite(r["val_miou"])))
     if len({(r["seed"], r["epochs"]) for r in rows}) > 1:
         raise SystemExit("the records mix seeds or schedules: "
                          + ", ".join(sorted({f"{r['row']} seed {r['seed']}, {r['epochs']} epochs" for r in rows})))

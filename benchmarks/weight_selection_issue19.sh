@@ -28,17 +28,24 @@ run() {  # records: one file per row, committed as soon as it exists; a row alre
   "$PYTHON" benchmarks/kd_diagnosis.py train --env converged --data-root "$ROOT" --no-probes --params "$PARAMS" \
     --checkpoint-root "$CHECKPOINTS" --epochs 120 --seeds 0 --row "$row" --records "$(records "$label")"
 }
-pool() {  # the rows in the order given, one core each: a core takes the next row as soon as its last one ends
+pool() {  # the rows in the order given, one core each: a core takes the next row as soon as its last one ends;
+  # fails (after the others have run) if a row failed: its log says why
+  local row pid failed=0 pids=()
+  mkdir -p "$OUT"
   for row in "$@"; do
     while [ "$(jobs -rp | wc -l)" -ge 2 ]; do wait -n; done
     run "$row" >> "$OUT/converged_selection_${row%%=*}.log" 2>&1 &
+    pids+=($!)
   done
-  wait
+  for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+  return $failed
 }
-selected() {  # the ladder value (the label's suffix) of the row best on validation, once every row has finished
+selected() {  # the ladder value of the row best on validation (its label's suffix, without what follows an @),
+  # once every row has finished
   local label
   label=$("$PYTHON" benchmarks/kd_diagnosis.py select --records "${@/#/$OUT/converged_selection_}") || exit 1
-  echo "${label##*_}"
+  label=${label##*_}
+  echo "${label%%@*}"
 }
 # Each ladder in the order that brackets the range first: w, w/30, w/10, w/3
 HOLISTIC=("holistic_0.1=pixel_kd_adversarial"
@@ -59,21 +66,22 @@ skd_sstkd() {
     lambda_d=$(selected "${HOLISTIC[@]/%=*/_r10_120_epochs_layered.jsonl}") || exit 1
   fi
   echo "lambda_d $lambda_d (the holistic weight of every SKD and SSTKD row)"
-  local holistic=":losses.adversarial.weight=$lambda_d"
+  # the labels carry lambda_d: a rerun with another one trains its own rows instead of finding these recorded
+  local holistic=":losses.adversarial.weight=$lambda_d" ld="@ld$lambda_d"
   # SSTKD's two texture weights scaled together: no published value, so the issue-9 sweep's 0.3 and 1.0 stand for
   # w. Its rows cost ~1.5x SKD's, so they go first: the last row to end is a short one.
-  pool "texture_x1=sstkd$holistic" \
-       "texture_x0.033=sstkd:losses.structural.weight=0.01:losses.statistical.weight=0.033$holistic" \
-       "texture_x0.1=sstkd:losses.structural.weight=0.03:losses.statistical.weight=0.1$holistic" \
-       "texture_x0.33=sstkd:losses.structural.weight=0.1:losses.statistical.weight=0.33$holistic" \
-       "pairwise_0.5=skd$holistic" \
-       "pairwise_0.015=skd:losses.pairwise.weight=0.015$holistic" \
-       "pairwise_0.05=skd:losses.pairwise.weight=0.05$holistic" \
-       "pairwise_0.15=skd:losses.pairwise.weight=0.15$holistic"
+  pool "texture_x1$ld=sstkd$holistic" \
+       "texture_x0.033$ld=sstkd:losses.structural.weight=0.01:losses.statistical.weight=0.033$holistic" \
+       "texture_x0.1$ld=sstkd:losses.structural.weight=0.03:losses.statistical.weight=0.1$holistic" \
+       "texture_x0.33$ld=sstkd:losses.structural.weight=0.1:losses.statistical.weight=0.33$holistic" \
+       "pairwise_0.5$ld=skd$holistic" \
+       "pairwise_0.015$ld=skd:losses.pairwise.weight=0.015$holistic" \
+       "pairwise_0.05$ld=skd:losses.pairwise.weight=0.05$holistic" \
+       "pairwise_0.15$ld=skd:losses.pairwise.weight=0.15$holistic"
 }
 case ${1:-} in
   holistic_cwd) holistic_cwd ;;
   skd_sstkd) skd_sstkd ;;
-  all) holistic_cwd && skd_sstkd ;;
+  all) holistic_cwd; status=$?; skd_sstkd || status=1; exit $status ;;  # SKD and SSTKD need the holistic rows only
   *) echo "usage: $0 holistic_cwd | skd_sstkd | all" >&2; exit 2 ;;
 esac

@@ -42,7 +42,22 @@ def test_an_ordered_executor_runs_a_burst_of_submissions_smallest_first_on_its_t
             call.key = key
             futures.append(executor.submit(call))
         assert sorted(f.result(timeout=30) for f in futures) == sorted(keys)
-    assert started == sorted(keys) and most[0] == 2
+    # two threads take the work: neighbours may begin in either order, seeds never out of order
+    assert [seed for seed, _ in started] == sorted(seed for seed, _ in keys) and most[0] == 2
+    assert all(sorted(started[i:i + 2]) == sorted(keys)[i:i + 2] for i in range(0, len(keys), 2))
+
+
+def test_a_failure_inside_the_executors_block_cancels_what_is_still_queued():
+    """A failed node ends the run without training the students queued behind it first."""
+    ran = []
+    with pytest.raises(KeyError), OrderedExecutor(1, order=lambda call: 0) as executor:
+        blocker = threading.Event()
+        executor.submit(blocker.wait, 30)
+        queued = [executor.submit(ran.append, n) for n in range(3)]
+        time.sleep(0.2)  # the first call holds the one thread until after the failure
+        threading.Timer(0.3, blocker.set).start()
+        raise KeyError("a node failed")
+    assert all(f.cancelled() for f in queued) and ran == []
 
 
 def test_an_ordered_executor_passes_a_failure_to_its_future_and_refuses_work_after_shutdown():

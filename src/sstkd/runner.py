@@ -5,15 +5,18 @@ start in a shuffled order of seeds. The teacher-output cache (``training.teacher
 methods of one seed run close together: the first computes the teacher's outputs, the others read them, and a bound
 that holds one seed's outputs is enough. This runner's threads take the ready node of the smallest seed first (the
 data, teacher and report nodes, which have none, before any student), and it has as many threads as the machine has
-cores (``--runner-params max_workers=N`` for another number): a student's thread waits for its worker process
-(``training.concurrent_students``), so more threads would only queue students out of order there.
+cores, as ``training.concurrent_students`` has worker processes by default: a student's thread waits for its
+worker, so with fewer workers than threads students would queue there in the order their threads got to it. With
+``training.concurrent_students=N``, give the runner as many threads: ``--runner-params max_workers=N``.
+
+The order is taken from the nodes Kedro submits in one go (a 50 ms pause after the last submission): it decides
+how well the cache is used, never what a student learns.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-import os
 import threading
 import time
 from concurrent.futures import Executor, Future
@@ -76,6 +79,11 @@ class OrderedExecutor(Executor):
             except BaseException as error:  # noqa: BLE001 - the future carries it to the runner
                 future.set_exception(error)
 
+    def __exit__(self, error_type, error, traceback) -> bool:
+        # a failed node (or Ctrl-C) ends the run now: students still queued are not trained first
+        self.shutdown(wait=True, cancel_futures=error_type is not None)
+        return False
+
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._condition:
             self._closed = True
@@ -91,7 +99,7 @@ class OrderedExecutor(Executor):
 
 class StudentThreadRunner(ThreadRunner):
     def _get_required_workers_count(self, pipeline: Pipeline) -> int:
-        return self._max_workers or os.cpu_count() or 1
+        return self._max_workers  # Kedro's default: one per core, as training.concurrent_students's
 
     def _get_executor(self, max_workers: int) -> Executor:
         return OrderedExecutor(max_workers)

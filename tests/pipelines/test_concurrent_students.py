@@ -36,7 +36,7 @@ def test_concurrent_students_end_as_sequential_ones_and_are_recorded_alike(tmp_p
         assert all(torch.equal(got["state_dict"][k], v) for k, v in expected["state_dict"].items()), student
         assert got["best_val_miou"] == expected["best_val_miou"]
     # seed by seed, so a seed's methods share the teacher outputs the first of them cached
-    started = re.findall(r"(\w+)\.seed_(\d): training in a worker process", result.stdout)
+    started = re.findall(r"(\w+)\.seed_(\d): handed to a worker process", result.stdout)
     assert sorted(started) == sorted(tuple(s.split("/seed_")) for s in STUDENTS), result.stdout[-3000:]
     assert [seed for _, seed in started] == sorted(seed for _, seed in started)
     # the workers' epoch lines reach the run's log as plain lines; the parent logs their epochs in each model's run

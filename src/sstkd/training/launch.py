@@ -38,6 +38,7 @@ from sstkd.training.recipe import train_network
 
 log = logging.getLogger(__name__)
 
+
 def _free_local_endpoint() -> str:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -144,6 +145,6 @@ def train_in_worker_process(kwargs: dict, processes: int, threads: int):
             pool = ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn"),
                                        initializer=_start_pool_worker, initargs=(os.getpid(), threads))
             _POOLS[(processes, threads)] = pool
-    log.info("%s: training in a worker process (%d side by side, %d thread%s each)", kwargs["name"], processes,
+    log.info("%s: handed to a worker process (%d side by side, %d thread%s each)", kwargs["name"], processes,
              threads, "" if threads == 1 else "s")
     return pool.submit(_train_in_worker, kwargs | {"cache": _by_reference(kwargs["cache"])}).result()

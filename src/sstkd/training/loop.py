@@ -351,6 +351,9 @@ def train_segmenter(
     steps_per_epoch = len(train_loader) // config.accumulate_steps
     if config.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
+    if teacher_cache is not None and main:  # every rank's micro-batches share the folder; one rank says so
+        teacher_cache.batches_per_student = (config.epochs * steps_per_epoch * config.accumulate_steps
+                                             * dist_utils.world_size())
     if steps_per_epoch < 1:
         raise ValueError(f"{name}: the training split has {len(train_set)} samples, fewer than one batch of "
                          f"{config.batch_size}; lower training.batch_size")

@@ -156,10 +156,8 @@ def train_network(
         # everything besides the input that decides the teacher's float outputs
         numerics = (f"{training.device}|bf16={training.bf16}|cpu_bf16={training.cpu_bf16}|"
                     f"channels_last={training.channels_last}|threads={torch.get_num_threads()}|torch={torch.__version__}")
-        micro_batch = max(1, training.batch_size // training.accumulate_steps)
         teacher_cache = TeacherOutputCache(training.teacher_cache_root, teacher_payload["fingerprint"], numerics,
-                                           int(training.teacher_cache_gb * 2**30),
-                                           batches_per_student=training.epochs * (len(train_set) // micro_batch))
+                                           int(training.teacher_cache_gb * 2**30))
     result = train_segmenter(
         student, criterion, train_set, val_set, num_classes, training, teacher=teacher,
         checkpoint_dir=Path(checkpoint_root) / name if checkpoint_root else None,

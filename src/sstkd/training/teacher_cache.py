@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from sstkd.models.segmenter import SegmentationOutput
+from sstkd.models.segmenter import SegmentationNetwork, SegmentationOutput
 from sstkd.training.checkpoint import atomic_save
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,8 @@ EVICT_CHECK_EVERY = 64  # writes between two looks at the folder's size
 class TeacherOutputCache:
     def __init__(self, folder: str | Path, teacher_fingerprint: str, numerics: str, max_bytes: int,
                  batches_per_student: int | None = None):
-        """``batches_per_student``: how many batches one student feeds the teacher, for the warning above."""
+        """``batches_per_student``: how many batches one student feeds the teacher (every rank's), for the warning
+        above; the training loop sets it, on its main process only."""
         self.folder = Path(folder)
         self.prefix = f"{teacher_fingerprint}|{numerics}|".encode()
         self.max_bytes = max_bytes
@@ -56,6 +57,8 @@ class TeacherOutputCache:
                 fields = {key: _restored(value, key in stored["channels_last"])
                           for key, value in stored["outputs"].items()}
                 if stored.get("logits_from_head"):
+                    if type(teacher) is not SegmentationNetwork:  # wrapped (compiled): its own forward's bits
+                        raise ValueError("logits derived by a plain network")
                     with torch.no_grad():
                         fields["logits"] = teacher.logits_from_head(fields["head_features"], images.shape[-2:])
                 self.hits += 1
@@ -69,7 +72,7 @@ class TeacherOutputCache:
         fields = output._asdict()
         # the full-size logits are the head feature's classifier output upsampled: derived again on a hit (the
         # same ops on the same tensor, so the same bits), they need not fill 40% of the file
-        from_head = hasattr(teacher, "logits_from_head") and fields.get("head_features") is not None
+        from_head = type(teacher) is SegmentationNetwork and fields.get("head_features") is not None
         if from_head:
             del fields["logits"]
         atomic_save({"outputs": {key: None if value is None else value.detach().cpu() for key, value in fields.items()},
