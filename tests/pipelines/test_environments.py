@@ -2,6 +2,7 @@
 fixture (no training), so a typo in a paper-sized config fails CI."""
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -112,16 +113,58 @@ def test_the_start_of_run_check_names_every_bad_key_once():
     assert any(p.startswith("study.seeds") and "twice" in p for p in problems), problems
 
 
-def test_the_converged_env_gives_every_method_with_skds_pixel_kd_term_the_selected_weight():
+def test_the_converged_env_gives_every_method_with_skds_terms_the_selected_weights():
     base, converged = (OmegaConfigLoader(str(ROOT / "conf"), env=env, **CONFIG_LOADER_ARGS)["parameters"]
                        for env in ("local", "converged"))
-    carried = {method for method, spec in base["distillation"]["methods"].items()
-               if spec["losses"].get("pixel_kd") == {"weight": 10.0, "temperature": 1.0}}
-    assert {"pixel_kd", "pixel_kd_adversarial", "skd", "sstkd", "sstkd_no_adapter"} <= carried
-    for method in carried:  # a method added to base with SKD's term and forgotten here fails
-        assert converged["distillation"]["methods"][method]["losses"]["pixel_kd"] == {"weight": 0.3,
-                                                                                      "temperature": 1.0}, method
-    assert converged["distillation"]["methods"]["cwd"] == base["distillation"]["methods"]["cwd"]
+    for term, published, selected, expected_carriers in (
+            ("pixel_kd", {"weight": 10.0, "temperature": 1.0}, {"weight": 0.3, "temperature": 1.0},
+             {"pixel_kd", "pixel_kd_adversarial", "skd", "sstkd", "sstkd_no_adapter"}),
+            ("adversarial", {"weight": 0.1, "lr": 0.0004, "gradient_penalty": 10.0},
+             {"weight": 0.003, "lr": 0.0004, "gradient_penalty": 10.0},
+             {"pixel_kd_adversarial", "skd", "sstkd", "sstkd_structural_only", "sstkd_no_adapter"})):
+        carried = {method for method, spec in base["distillation"]["methods"].items()
+                   if spec["losses"].get(term) == published}
+        assert expected_carriers <= carried, term
+        for method in carried:  # a method added to base with SKD's term and forgotten here fails
+            assert converged["distillation"]["methods"][method]["losses"][term] == selected, (term, method)
+    # CIRKD's rows keep their own scripts' weights (IFVD's holistic term 0.001)
+    assert converged["distillation"]["methods"]["ifvd"] == base["distillation"]["methods"]["ifvd"]
+
+
+# Each ladder of the converged selection: its records' stem, the method and the loss weights it tunes.
+SELECTION_LADDERS = {"pixel_kd_l": ("pixel_kd", ["pixel_kd.weight"]),
+                     "selection_holistic_": ("pixel_kd_adversarial", ["adversarial.weight"]),
+                     "selection_cwd_": ("cwd", ["channelwise.weight"]),
+                     "selection_pairwise_": ("skd", ["pairwise.weight"]),
+                     "selection_texture_": ("sstkd", ["structural.weight", "statistical.weight"])}
+
+
+def test_the_converged_env_carries_the_weights_its_committed_selection_records_chose():
+    """conf/converged against benchmarks/: for every ladder whose records are committed, the row best on validation
+    (its method's base weights with the row's overrides) is what the env runs, so a weight copied wrongly, or a
+    record added later that wins, fails here."""
+    base, converged = (OmegaConfigLoader(str(ROOT / "conf"), env=env, **CONFIG_LOADER_ARGS)["parameters"]
+                       for env in ("local", "converged"))
+    records = ROOT / "benchmarks" / "results" / "kd_diagnosis"
+    checked = []
+    for stem, (method, tuned) in SELECTION_LADDERS.items():
+        rows = [json.loads(line) for path in sorted(records.glob(f"converged_{stem}*_r10_120_epochs_layered.jsonl"))
+                for line in path.read_text().splitlines() if line.strip()]
+        if not rows:  # a ladder still running
+            continue
+        assert len(rows) == 4, f"{stem}: the budget is four weights, found {[r['row'] for r in rows]}"
+        assert {(r["method"], r["seed"], r["epochs"]) for r in rows} == {(method, 0, 120)}, stem
+        best = max(rows, key=lambda row: row["val_miou"])
+        expected = copy.deepcopy(base["distillation"]["methods"][method]["losses"])
+        for key, value in best["overrides"]:
+            _, term, name = key.split(".")
+            expected[term][name] = value
+        losses = converged["distillation"]["methods"][method]["losses"]
+        for key in tuned + [key.removeprefix("losses.") for key, _ in best["overrides"]]:
+            term, name = key.split(".")
+            assert losses[term][name] == pytest.approx(expected[term][name]), (best["row"], key)
+        checked.append(stem)
+    assert {"pixel_kd_l", "selection_holistic_", "selection_cwd_"} <= set(checked)
 
 
 def test_a_schedule_shortened_below_its_warm_up_fails_at_the_start():
