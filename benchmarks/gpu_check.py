@@ -109,16 +109,16 @@ def steps(out: Path, dry_run: bool) -> list[str]:
 
 
 def converged_student_schedule() -> tuple[int, int]:
-    """A baseline student's epochs and SGD steps under ``conf/converged``: full batches of the generated training
-    split (the loader drops the last partial one), as committed."""
+    """A baseline student's epochs and SGD steps under ``conf/converged``, as committed."""
     from sstkd.config import student_settings
     from sstkd.config_loading import project_config_loader
+    from sstkd.training.loop import optimizer_steps_per_epoch
 
     params = project_config_loader(ROOT / "conf", "converged")["parameters"]
     distillation = params["distillation"]
     config = student_settings(params["training"], distillation.get("student"),
                               (distillation.get("methods") or {}).get("baseline"), "baseline", 0)[2]
-    return config.epochs, config.epochs * (params["synthetic"]["splits"]["train"] // config.batch_size)
+    return config.epochs, config.epochs * optimizer_steps_per_epoch(params["synthetic"]["splits"]["train"], config)
 
 
 def write_cityscapes_layout(root: Path, size: tuple[int, int], train: int, val: int) -> None:

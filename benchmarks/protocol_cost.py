@@ -32,7 +32,7 @@ from sstkd.data.synthetic import MosaicSpec, render_mosaic
 from sstkd.models.segmenter import build_network
 from sstkd.study import parse_method_list, parse_seeds
 from sstkd.training.distributed import local_device
-from sstkd.training.loop import _autocast, _to_device  # the loop's own device handling
+from sstkd.training.loop import _autocast, _to_device, optimizer_steps_per_epoch  # the loop's own rules
 from sstkd.training.recipe import train_network
 
 
@@ -113,9 +113,7 @@ def main() -> None:
           f"train {spec.splits['train']} / val {spec.splits['val']} images")
 
     def steps_per_epoch(config) -> int:
-        micro_batch = max(1, config.batch_size // config.accumulate_steps)  # as the loop's loader
-        steps = spec.splits["train"] // micro_batch // config.accumulate_steps
-        return min(steps, config.max_steps_per_epoch) if config.max_steps_per_epoch else steps
+        return optimizer_steps_per_epoch(spec.splits["train"], config)
 
     def cost(name, network, losses, config, with_teacher) -> tuple[float, float, float]:
         """(seconds per step, fixed seconds per epoch, seconds for the whole training)."""

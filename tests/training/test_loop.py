@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sstkd.training.checkpoint import atomic_save, check_architecture, load_checkpoint
-from sstkd.training.loop import NonFiniteLossError
+from sstkd.training.loop import NonFiniteLossError, TrainingConfig
 
 from . import helpers
 
@@ -226,3 +226,27 @@ def test_a_worker_process_trains_the_same_weights_as_this_process():
     there, result = train_in_worker_process(kwargs, processes=1, threads=1)
     assert all(torch.equal(there["state_dict"][k], v) for k, v in here["state_dict"].items())
     assert result.history[0]["val_miou"] == there["best_val_miou"]
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_optimizer_steps_per_epoch_counts_what_the_loader_yields_on_every_rank(world, monkeypatch):
+    """The schedule (and a cost estimate) is built on this count; one step too many ends an epoch in StopIteration,
+    one too few leaves data unseen and shifts the poly decay."""
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    from sstkd.training import loop
+
+    monkeypatch.setattr(loop.dist_utils, "world_size", lambda: world)
+    for samples in (37, 64, 100):
+        for batch_size, accumulate, cap in ((4, 1, None), (16, 1, None), (16, 2, None), (12, 3, None), (4, 1, 2)):
+            config = TrainingConfig(batch_size=batch_size, accumulate_steps=accumulate, max_steps_per_epoch=cap)
+            data = list(range(samples))
+            sampler = DistributedSampler(data, num_replicas=world, rank=world - 1, shuffle=True, drop_last=True)
+            micro_batches = len(DataLoader(data, batch_size=loop._per_rank_batch(config), sampler=sampler,
+                                           drop_last=True))
+            expected = micro_batches // accumulate
+            expected = min(expected, cap) if cap else expected
+            assert loop.optimizer_steps_per_epoch(samples, config) == expected, (samples, config)
+            if world == 1:  # and the loop's own loader
+                loader, _ = loop._train_loader(data, config, seed=0)
+                assert len(loader) // accumulate >= loop.optimizer_steps_per_epoch(samples, config)

@@ -170,6 +170,15 @@ def _per_rank_batch(config: TrainingConfig) -> int:
     return max(1, config.batch_size // (dist_utils.world_size() * config.accumulate_steps))
 
 
+def optimizer_steps_per_epoch(train_samples: int, config: TrainingConfig) -> int:
+    """The optimiser steps of one epoch over ``train_samples``: each rank's full micro-batches (the loader and the
+    distributed sampler drop what is left over), ``accumulate_steps`` to a step, at most ``max_steps_per_epoch``.
+    What the loop's schedule is built on, and what a cost estimate must count."""
+    micro_batches = train_samples // dist_utils.world_size() // _per_rank_batch(config)
+    steps = micro_batches // config.accumulate_steps
+    return min(steps, config.max_steps_per_epoch) if config.max_steps_per_epoch else steps
+
+
 def _train_loader(dataset: Dataset, config: TrainingConfig, seed: int) -> tuple[DataLoader, object]:
     sampler = None
     generator = torch.Generator().manual_seed(seed)
@@ -348,9 +357,7 @@ def train_segmenter(
                                          betas=(0.9, 0.99)) if adversarial is not None else None)
 
     train_loader, sampler = _train_loader(train_set, config, seed=config.seed)
-    steps_per_epoch = len(train_loader) // config.accumulate_steps
-    if config.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
+    steps_per_epoch = optimizer_steps_per_epoch(len(train_set), config)
     if teacher_cache is not None and main:  # every rank's micro-batches share the folder; one rank says so
         teacher_cache.batches_per_student = (config.epochs * steps_per_epoch * config.accumulate_steps
                                              * dist_utils.world_size())
