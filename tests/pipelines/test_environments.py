@@ -150,9 +150,9 @@ def test_the_converged_env_carries_the_weights_its_committed_selection_records_c
     for stem, (method, tuned) in SELECTION_LADDERS.items():
         rows = [json.loads(line) for path in sorted(records.glob(f"converged_{stem}*_r10_120_epochs_layered.jsonl"))
                 for line in path.read_text().splitlines() if line.strip()]
-        if not rows:  # a ladder still running
+        assert len(rows) <= 4, f"{stem}: the budget is four weights, found {[r['row'] for r in rows]}"
+        if len(rows) < 4:  # a ladder still running: nothing is selected from part of it
             continue
-        assert len(rows) == 4, f"{stem}: the budget is four weights, found {[r['row'] for r in rows]}"
         assert {(r["method"], r["seed"], r["epochs"]) for r in rows} == {(method, 0, 120)}, stem
         best = max(rows, key=lambda row: row["val_miou"])
         expected = copy.deepcopy(base["distillation"]["methods"][method]["losses"])
