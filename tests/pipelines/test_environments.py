@@ -164,7 +164,7 @@ def test_the_converged_env_carries_the_weights_its_committed_selection_records_c
             term, name = key.split(".")
             assert losses[term][name] == pytest.approx(expected[term][name]), (best["row"], key)
         checked.append(stem)
-    assert {"pixel_kd_l", "selection_holistic_", "selection_cwd_"} <= set(checked)
+    assert {"pixel_kd_l", "selection_holistic_", "selection_cwd_", "selection_texture_"} <= set(checked)
 
 
 def test_a_schedule_shortened_below_its_warm_up_fails_at_the_start():
