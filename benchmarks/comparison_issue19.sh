@@ -1,17 +1,56 @@
 #!/usr/bin/env bash
 # Issue 19's answer: the converged protocol's comparison (baseline, pixel KD, + holistic, SKD, CWD, SSTKD; 5 seeds;
-# conf/converged, every weight selected on validation first: weight_selection_issue19.sh) on both built-in
-# datasets, then their reports. Each stage is a real `kedro run`, resumable: a run stopped part-way (a session's
-# end) resumes every student from its last epoch's checkpoint, and finished models are "up to date".
+# conf/converged) on both built-in datasets, then their reports. It refuses to start before every method's weight
+# is selected on validation (weight_selection_issue19.sh: each ladder's four records committed, and the env
+# carrying the winners). Each stage is a real `kedro run`, resumable: a run stopped part-way (a session's end)
+# resumes every student from its last epoch's checkpoint, and finished models are "up to date".
 #   bash benchmarks/comparison_issue19.sh layered | dead_leaves | all
 # On a CPU without bf16 arithmetic (AVX2): PARAMS=training.cpu_bf16=false. Wall times go to the log, one line a run.
+# The teacher-output cache (conf/converged's training.teacher_cache_gb, under each data root) needs that much free
+# disk less what it holds already; `all` removes the layered study's cache once its report is written.
 set -u
+cd "$(dirname "$0")/.." || exit 1
 LAYERED=${LAYERED:-data/converged}
 DEAD_LEAVES=${DEAD_LEAVES:-data/converged-dead-leaves}
 PARAMS=${PARAMS:-}
 KEDRO=${KEDRO:-.venv/bin/kedro}
-LOG=${LOG:-benchmarks/results/kd_diagnosis/converged_comparison_wall_times.log}
+PYTHON=${PYTHON:-.venv/bin/python}
+RECORDS=benchmarks/results/kd_diagnosis
+LOG=${LOG:-$RECORDS/converged_comparison_wall_times.log}
 
+selection_done() {
+  local stem count missing=0
+  for stem in pixel_kd_l selection_holistic_ selection_cwd_ selection_pairwise_ selection_texture_; do
+    count=$(find "$RECORDS" -maxdepth 1 -name "converged_${stem}*_r10_120_epochs_layered.jsonl" | wc -l)
+    if [ "$count" -ne 4 ]; then
+      echo "$RECORDS/converged_${stem}*: $count of the ladder's 4 records; finish the selection first" \
+           "(bash benchmarks/weight_selection_issue19.sh all)" >&2
+      missing=1
+    fi
+  done
+  [ $missing -eq 0 ] || return 1
+  # the winners in conf/converged, in every method that carries them
+  OMP_NUM_THREADS=1 "$PYTHON" -m pytest -q -p no:cacheprovider tests/pipelines/test_environments.py \
+    -k committed_selection > /dev/null || {
+    echo "conf/converged does not carry the weights its selection records chose:" \
+         "pytest tests/pipelines/test_environments.py -k committed_selection says which" >&2
+    return 1
+  }
+}
+disk_room() {  # data root: refuses when the teacher cache could not grow to its bound there
+  local root=$1 bound held free
+  bound=$(sed -n 's/.*training\.teacher_cache_gb=\([0-9.]*\).*/\1/p' <<< "$PARAMS")  # PARAMS' own, else the env's
+  [ -n "$bound" ] || bound=$(sed -n 's/^ *teacher_cache_gb: *\([0-9.]*\).*/\1/p' conf/converged/parameters.yml)
+  mkdir -p "$root"
+  held=$(du -sk "$root/06_models/teacher-outputs" 2>/dev/null | cut -f1)
+  free=$(df -k --output=avail "$root" | tail -n 1)
+  if [ $(( (free + ${held:-0}) / 1048576 )) -lt "${bound%.*}" ]; then
+    echo "$root: $(( free / 1048576 )) GB free and $(( ${held:-0} / 1048576 )) GB of teacher outputs there," \
+         "below the cache's bound of $bound GB (conf/converged training.teacher_cache_gb); free disk" \
+         "(another study's 06_models/teacher-outputs is a cache: it can go) or lower the bound in PARAMS" >&2
+    return 1
+  fi
+}
 timed() {  # label, then the kedro arguments
   local label=$1 started status
   shift
@@ -22,30 +61,30 @@ timed() {  # label, then the kedro arguments
   echo "$(date -Is) $label: exit $status after $(( $(date +%s) - started )) s" >> "$LOG"
   return $status
 }
-students() {  # the students and the report of one dataset, whose data and teacher are there already or made now
-  local label=$1 extra=$2
-  # the teacher's stages first, in the run's own process with both threads; a finished stage is "up to date"
+students() {  # label, data root, more --params: the teacher's stages ("up to date" where done), students, report
+  local label=$1 root=$2 params="data_root=$2${3:+,$3}${PARAMS:+,$PARAMS}"
+  disk_room "$root" || return
   timed "$label data, pretraining, teacher" --env converged --pipelines data,pretraining,teacher \
-    --params "$extra${PARAMS:+,$PARAMS}" || return
+    --params "$params" || return
   timed "$label students and report" --env converged --pipelines distillation,evaluation \
-    --runner sstkd.runner.StudentThreadRunner --params "$extra${PARAMS:+,$PARAMS}"
+    --runner sstkd.runner.StudentThreadRunner --params "$params"
 }
-layered() {
-  students layered "data_root=$LAYERED"
-}
-dead_leaves() {
-  # The layered study's teacher outputs (~35 GB a seed in fp32) are a cache of exact values that only that study's
-  # students read: once its report exists, they go, so that both studies' caches never need the disk together.
-  if [ -s "$LAYERED/08_reporting/metrics.json" ] && [ -d "$LAYERED/06_models/teacher-outputs" ]; then
-    echo "$(date -Is) layered report exists: its teacher-output cache removed" >> "$LOG"
-    rm -rf "$LAYERED/06_models/teacher-outputs"
-  fi
-  students dead_leaves "synthetic.family=dead_leaves,data_root=$DEAD_LEAVES"
-}
+layered() { students layered "$LAYERED"; }
+dead_leaves() { students dead_leaves "$DEAD_LEAVES" synthetic.family=dead_leaves; }
+
 mkdir -p "$(dirname "$LOG")"
 case ${1:-} in
+  layered|dead_leaves|all) selection_done || exit 1 ;;
+  *) echo "usage: $0 layered | dead_leaves | all" >&2; exit 2 ;;
+esac
+case $1 in
   layered) layered ;;
   dead_leaves) dead_leaves ;;
-  all) layered && dead_leaves ;;
-  *) echo "usage: $0 layered | dead_leaves | all" >&2; exit 2 ;;
+  all)
+    layered || exit
+    # the layered students are done: their teacher outputs (exact, ~35 GB a seed in fp32) are needed no more,
+    # and both studies' caches need not fit the disk together
+    echo "$(date -Is) layered study done: its teacher-output cache removed" >> "$LOG"
+    rm -rf "$LAYERED/06_models/teacher-outputs"
+    dead_leaves ;;
 esac

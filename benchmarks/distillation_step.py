@@ -31,6 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from sstkd.distill.losses import build_criterion
 from sstkd.models.segmenter import build_network
 
+# The published weights, in every preset: a step costs the same at any weight (conf/converged trains the selected).
 METHODS = {
     "student_only": {"cross_entropy": {}},
     "pixel_kd": {"cross_entropy": {}, "pixel_kd": {"weight": 10.0}},

@@ -167,7 +167,8 @@ def train(args) -> None:
                     network, training_crops(study, config, len(study["cache"]["train"]["images"]), epoch=2)[0].split(16))
                 test, val = (study["cache"][split] for split in ("test", "val"))
                 record = {
-                    "row": label, "method": method, "overrides": overrides, "epochs": epochs, "seed": seed,
+                    "row": label, "method": method, "overrides": overrides, "losses": losses, "epochs": epochs,
+                    "seed": seed,
                     "probes": args.probes,
                     "threads": torch.get_num_threads(), "seconds": seconds, "best_epoch": result.best_epoch,
                     "history": result.history,

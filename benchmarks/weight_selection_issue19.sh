@@ -47,12 +47,13 @@ selected() {  # the ladder value of the row best on validation (its label's suff
   label=${label##*_}
   echo "${label%%@*}"
 }
-# Each ladder in the order that brackets the range first: w, w/30, w/10, w/3
-HOLISTIC=("holistic_0.1=pixel_kd_adversarial"
+# Each ladder in the order that brackets the range first: w, w/30, w/10, w/3. Every row names its weights: the
+# env carries the selected ones since (conf/converged), so a bare method would train those, not w.
+HOLISTIC=("holistic_0.1=pixel_kd_adversarial:losses.adversarial.weight=0.1"
           "holistic_0.003=pixel_kd_adversarial:losses.adversarial.weight=0.003"
           "holistic_0.01=pixel_kd_adversarial:losses.adversarial.weight=0.01"
           "holistic_0.03=pixel_kd_adversarial:losses.adversarial.weight=0.03")
-CWD=("cwd_3=cwd"
+CWD=("cwd_3=cwd:losses.channelwise.weight=3"
      "cwd_0.1=cwd:losses.channelwise.weight=0.1"
      "cwd_0.3=cwd:losses.channelwise.weight=0.3"
      "cwd_1=cwd:losses.channelwise.weight=1")
@@ -70,11 +71,11 @@ skd_sstkd() {
   local holistic=":losses.adversarial.weight=$lambda_d" ld="@ld$lambda_d"
   # SSTKD's two texture weights scaled together: no published value, so the issue-9 sweep's 0.3 and 1.0 stand for
   # w. Its rows cost ~1.5x SKD's, so they go first: the last row to end is a short one.
-  pool "texture_x1$ld=sstkd$holistic" \
+  pool "texture_x1$ld=sstkd:losses.structural.weight=0.3:losses.statistical.weight=1$holistic" \
        "texture_x0.033$ld=sstkd:losses.structural.weight=0.01:losses.statistical.weight=0.033$holistic" \
        "texture_x0.1$ld=sstkd:losses.structural.weight=0.03:losses.statistical.weight=0.1$holistic" \
        "texture_x0.33$ld=sstkd:losses.structural.weight=0.1:losses.statistical.weight=0.33$holistic" \
-       "pairwise_0.5$ld=skd$holistic" \
+       "pairwise_0.5$ld=skd:losses.pairwise.weight=0.5$holistic" \
        "pairwise_0.015$ld=skd:losses.pairwise.weight=0.015$holistic" \
        "pairwise_0.05$ld=skd:losses.pairwise.weight=0.05$holistic" \
        "pairwise_0.15$ld=skd:losses.pairwise.weight=0.15$holistic"

@@ -140,9 +140,9 @@ SELECTION_LADDERS = {"pixel_kd_l": ("pixel_kd", ["pixel_kd.weight"]),
 
 
 def test_the_converged_env_carries_the_weights_its_committed_selection_records_chose():
-    """conf/converged against benchmarks/: for every ladder whose records are committed, the row best on validation
-    (its method's base weights with the row's overrides) is what the env runs, so a weight copied wrongly, or a
-    record added later that wins, fails here."""
+    """conf/converged against benchmarks/: for every ladder whose four records are committed, the row best on
+    validation is what the env runs, in its method and in every method carrying the same published weight, so a
+    weight copied wrongly or forgotten in an ablation, or a record added later that wins, fails here."""
     base, converged = (OmegaConfigLoader(str(ROOT / "conf"), env=env, **CONFIG_LOADER_ARGS)["parameters"]
                        for env in ("local", "converged"))
     records = ROOT / "benchmarks" / "results" / "kd_diagnosis"
@@ -155,14 +155,24 @@ def test_the_converged_env_carries_the_weights_its_committed_selection_records_c
             continue
         assert {(r["method"], r["seed"], r["epochs"]) for r in rows} == {(method, 0, 120)}, stem
         best = max(rows, key=lambda row: row["val_miou"])
-        expected = copy.deepcopy(base["distillation"]["methods"][method]["losses"])
-        for key, value in best["overrides"]:
-            _, term, name = key.split(".")
-            expected[term][name] = value
-        losses = converged["distillation"]["methods"][method]["losses"]
+        if "losses" in best:  # what the row trained, as recorded since
+            expected = best["losses"]
+        else:  # older records: the method as published (conf/base), with the row's overrides
+            expected = copy.deepcopy(base["distillation"]["methods"][method]["losses"])
+            for key, value in best["overrides"]:
+                _, term, name = key.split(".")
+                expected[term][name] = value
+        methods = converged["distillation"]["methods"]
         for key in tuned + [key.removeprefix("losses.") for key, _ in best["overrides"]]:
             term, name = key.split(".")
-            assert losses[term][name] == pytest.approx(expected[term][name]), (best["row"], key)
+            assert methods[method]["losses"][term][name] == pytest.approx(expected[term][name]), (best["row"], key)
+        for key in tuned:  # and every method that carries the published weight, e.g. each SSTKD ablation
+            term, name = key.split(".")
+            published = base["distillation"]["methods"][method]["losses"][term][name]
+            carriers = [other for other, spec in base["distillation"]["methods"].items()
+                        if (spec["losses"].get(term) or {}).get(name) == published]
+            for other in carriers:
+                assert methods[other]["losses"][term][name] == pytest.approx(expected[term][name]), (other, key)
         checked.append(stem)
     assert {"pixel_kd_l", "selection_holistic_", "selection_cwd_", "selection_texture_"} <= set(checked)
 

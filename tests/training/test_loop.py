@@ -249,4 +249,5 @@ def test_optimizer_steps_per_epoch_counts_what_the_loader_yields_on_every_rank(w
             assert loop.optimizer_steps_per_epoch(samples, config) == expected, (samples, config)
             if world == 1:  # and the loop's own loader
                 loader, _ = loop._train_loader(data, config, seed=0)
-                assert len(loader) // accumulate >= loop.optimizer_steps_per_epoch(samples, config)
+                steps = len(loader) // accumulate
+                assert (min(steps, cap) if cap else steps) == loop.optimizer_steps_per_epoch(samples, config)
