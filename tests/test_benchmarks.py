@@ -122,6 +122,8 @@ def test_kd_diagnosis_trains_probes_reports_and_measures_calibration_on_a_real_t
     resumed = json.loads((tmp_path / "rerun.jsonl").read_text())
     assert (resumed["val_miou"], resumed["history"]) == (selection["val_miou"], selection["history"])
     assert kd["overrides"] == [["losses.pixel_kd.weight", 1]] and len(kd["history"]) == 2
+    # what each row trained: the override in the one, the env's weight in the other
+    assert kd["losses"]["pixel_kd"]["weight"] == 1 and selection["losses"]["pixel_kd"]["weight"] == 10.0
     epoch = kd["history"][-1]
     assert epoch["grad_pixel_kd_parameters"] > 0 and epoch["grad_cross_entropy_logits"] > 0
     assert -1 <= epoch["grad_pixel_kd_cosine_to_cross_entropy"] <= 1 and epoch["weight_norm_batchnormed"] > 0
