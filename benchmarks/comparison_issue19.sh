@@ -7,7 +7,7 @@
 #   bash benchmarks/comparison_issue19.sh layered | dead_leaves | all
 # On a CPU without bf16 arithmetic (AVX2): PARAMS=training.cpu_bf16=false. Wall times go to the log, one line a run.
 # The teacher-output cache (conf/converged's training.teacher_cache_gb, under each data root) needs that much free
-# disk less what it holds already; `all` removes the layered study's cache once its report is written.
+# disk less what it holds already; `all` removes the layered study's cache once its run has ended.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 LAYERED=${LAYERED:-data/converged}
