@@ -18,24 +18,14 @@ PYTHON=${PYTHON:-.venv/bin/python}
 RECORDS=benchmarks/results/kd_diagnosis
 LOG=${LOG:-$RECORDS/converged_comparison_wall_times.log}
 
-selection_done() {
-  local stem count missing=0
-  for stem in pixel_kd_l selection_holistic_ selection_cwd_ selection_pairwise_ selection_texture_; do
-    count=$(find "$RECORDS" -maxdepth 1 -name "converged_${stem}*_r10_120_epochs_layered.jsonl" | wc -l)
-    if [ "$count" -ne 4 ]; then
-      echo "$RECORDS/converged_${stem}*: $count of the ladder's 4 records; finish the selection first" \
-           "(bash benchmarks/weight_selection_issue19.sh all)" >&2
-      missing=1
-    fi
-  done
-  [ $missing -eq 0 ] || return 1
-  # the winners in conf/converged, in every method that carries them
-  OMP_NUM_THREADS=1 "$PYTHON" -m pytest -q -p no:cacheprovider tests/pipelines/test_environments.py \
-    -k committed_selection > /dev/null || {
-    echo "conf/converged does not carry the weights its selection records chose:" \
-         "pytest tests/pipelines/test_environments.py -k committed_selection says which" >&2
-    return 1
-  }
+selection_done() {  # every ladder's four records committed, and conf/converged running their winners
+  local verdict
+  verdict=$(OMP_NUM_THREADS=1 "$PYTHON" -m pytest -q -p no:cacheprovider tests/pipelines/test_environments.py \
+    -k committed_selection 2>&1) && return
+  echo "the weight selection is not finished, or conf/converged does not carry what it chose" \
+       "(bash benchmarks/weight_selection_issue19.sh all; tests/pipelines/test_environments.py -k committed_selection):" >&2
+  grep -E "^E +(AssertionError|assert)" <<< "$verdict" | head -n 3 >&2
+  return 1
 }
 disk_room() {  # data root: refuses when the teacher cache could not grow to its bound there
   local root=$1 bound held free
