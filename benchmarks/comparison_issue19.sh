@@ -8,6 +8,8 @@
 # On a CPU without bf16 arithmetic (AVX2): PARAMS=training.cpu_bf16=false. Wall times go to the log, one line a run.
 # The teacher-output cache (conf/converged's training.teacher_cache_gb, under each data root) needs that much free
 # disk less what it holds already; `all` removes the layered study's cache once its run has ended.
+# Every student of a study trains on one committed src/ (each starts a fresh worker process that imports it): a
+# data root remembers its src/ tree at the first start, and a later start with other or uncommitted src/ refuses.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 LAYERED=${LAYERED:-data/converged}
@@ -41,6 +43,20 @@ disk_room() {  # data root: refuses when the teacher cache could not grow to its
     return 1
   fi
 }
+one_src_tree() {  # data root: refuses when its students would train on another src/ than those before them
+  local root=$1 stamp="$1/.comparison-src-tree" tree
+  tree=$(git rev-parse HEAD:src 2>/dev/null) || { echo "not a git checkout: src/ versions unchecked" >&2; return 0; }
+  if [ -n "$(git status --porcelain -- src)" ]; then
+    echo "src/ has uncommitted changes; a study's students all train on one committed src/: commit or stash them" >&2
+    return 1
+  fi
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" != "$tree" ]; then
+    echo "$root: its students train on src/ tree $(cat "$stamp") ($stamp), this checkout's is $tree; a study" \
+         "mixes no code: check out its code again, or start the study in a new data root (LAYERED=, DEAD_LEAVES=)" >&2
+    return 1
+  fi
+  mkdir -p "$root" && echo "$tree" > "$stamp"
+}
 timed() {  # label, then the kedro arguments
   local label=$1 started status
   shift
@@ -53,7 +69,7 @@ timed() {  # label, then the kedro arguments
 }
 students() {  # label, data root, more --params: the teacher's stages ("up to date" where done), students, report
   local label=$1 root=$2 params="data_root=$2${3:+,$3}${PARAMS:+,$PARAMS}"
-  disk_room "$root" || return
+  one_src_tree "$root" && disk_room "$root" || return
   timed "$label data, pretraining, teacher" --env converged --pipelines data,pretraining,teacher \
     --params "$params" || return
   timed "$label students and report" --env converged --pipelines distillation,evaluation \
