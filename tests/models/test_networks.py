@@ -1,3 +1,5 @@
+import shutil
+
 import pytest
 import torch
 from torchvision.models import resnet18
@@ -48,3 +50,24 @@ def test_unknown_network_keys_name_the_key():
         build_network({"backbone": "vgg16"}, 3)
     with pytest.raises(ValueError, match="heads"):
         build_network({"heads": "pspnet"}, 3)
+
+
+def test_a_weights_file_enters_the_identity_by_content_not_by_path(tmp_path):
+    from sstkd.models.segmenter import NetworkConfig
+
+    weights = resnet18().state_dict()
+    torch.save(weights, tmp_path / "a.pt")
+    (tmp_path / "elsewhere").mkdir()
+    shutil.copy(tmp_path / "a.pt", tmp_path / "elsewhere/b.pt")  # a study's root copied or pulled elsewhere
+    weights["fc.bias"] = weights["fc.bias"] + 1e-3
+    torch.save(weights, tmp_path / "other.pt")
+
+    def identity(file):
+        return NetworkConfig(backbone_weights=str(tmp_path / file)).identity()
+
+    assert identity("a.pt") == identity("elsewhere/b.pt")
+    assert identity("a.pt")["backbone_weights"].startswith("sha256:")
+    assert identity("other.pt") != identity("a.pt")
+    # keywords and a file not there stay as they are
+    assert NetworkConfig(backbone_weights="imagenet").identity()["backbone_weights"] == "imagenet"
+    assert NetworkConfig(backbone_weights=str(tmp_path / "gone.pt")).identity()["backbone_weights"].endswith("gone.pt")

@@ -1,6 +1,7 @@
 """The pretraining stage through the real `kedro run` CLI on conf/tiny: backbones trained once on the texture
 corpus, each in its own MLflow run, and the teacher and students starting from them."""
 
+import shutil
 import sqlite3
 
 import pytest
@@ -90,3 +91,16 @@ def test_a_missing_pretrained_weights_file_names_it_and_the_fix(project):
     assert error.startswith("Error: the pretrained weights ") and len(error.splitlines()) <= 10, error
     assert weights.name in error and "data/tiny/06_models/pretrained" in error
     assert "kedro run --pipelines pretraining" in error
+
+
+def test_a_study_copied_to_another_data_root_finds_its_teacher_up_to_date(project):
+    # the teacher's fingerprint holds its backbone weights' content, not the path of the root they lie under
+    moved = project / "data/tiny-moved"
+    shutil.copytree(project / "data/tiny", moved)
+    try:
+        log = output(run(project, "run", "--env", "tiny", "--pipelines", "teacher", "--params",
+                         PRETRAINED + ",data_root=data/tiny-moved"))
+    finally:
+        shutil.rmtree(moved)
+    assert "teacher is up to date" in log and "Running node" in log
+    assert "epoch 1/" not in log

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
+from pathlib import Path
 from typing import Literal, NamedTuple
 
 import torch
@@ -52,9 +55,30 @@ class NetworkConfig(BaseModel):
 
     def identity(self) -> dict:
         """The configuration as fingerprints see it: keys added after models were first trained are left out while
-        they hold their default, so every earlier model (and its resumable checkpoint) keeps its fingerprint."""
+        they hold their default, so every earlier model (and its resumable checkpoint) keeps its fingerprint; a
+        ``backbone_weights`` file enters by its content, not its path, so a study moved to another data root (or a
+        teammate's `dvc pull` into another folder) keeps its models' fingerprints."""
         later = {key for key in ADDED_LATER if getattr(self, key) == type(self).model_fields[key].default}
-        return self.model_dump(exclude=later)
+        identity = self.model_dump(exclude=later)
+        weights = self.backbone_weights
+        if weights and Path(weights).is_file():  # not a keyword (random, imagenet): a file
+            identity["backbone_weights"] = f"sha256:{file_sha256(weights)}"
+        return identity
+
+
+def file_sha256(path: str | Path) -> str:
+    """The file's SHA-256, read once per file version (a fingerprint is taken several times a run)."""
+    stat = Path(path).stat()
+    return _file_sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _file_sha256(resolved: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(resolved, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 ADDED_LATER = ("dilation_scheme", "input_adapter")

@@ -102,7 +102,7 @@ def train_and_track(name: str, role: str, cache: dict, dataset_info: dict, stati
 def with_pretrained_weights(network: NetworkConfig, pretrained_backbones: dict | None, where: str
                             ) -> tuple[NetworkConfig, dict | None]:
     """``network`` with ``backbone_weights: pretrained`` replaced by the pretraining stage's file for its backbone
-    (whose name carries the weights' hash, so the model's fingerprint follows the weights), and the lineage of those
+    (whose name carries the weights' hash; the model's fingerprint holds their content), and the lineage of those
     weights (backbone, sha256, fingerprint, MLflow run, validation accuracy); others unchanged, with ``None``."""
     if network.backbone_weights != PRETRAINED:
         return network, None
