@@ -137,6 +137,10 @@ SELECTION_LADDERS = {"pixel_kd_l": ("pixel_kd", ["pixel_kd.weight"]),
                      "selection_cwd_": ("cwd", ["channelwise.weight"]),
                      "selection_pairwise_": ("skd", ["pairwise.weight"]),
                      "selection_texture_": ("sstkd", ["structural.weight", "statistical.weight"])}
+# the papers' weights (SSTKD.md), which each ladder kept among its rows; most records (written before 58ce09f) do not
+# store their losses and are rebuilt from conf/base, so base must still hold these for the rebuild to mean anything
+PUBLISHED = {"pixel_kd.weight": 10.0, "adversarial.weight": 0.1, "channelwise.weight": 3.0, "pairwise.weight": 0.5,
+             "structural.weight": 0.3, "statistical.weight": 1.0}
 
 
 def test_the_converged_env_carries_the_weights_its_committed_selection_records_chose():
@@ -155,6 +159,14 @@ def test_the_converged_env_carries_the_weights_its_committed_selection_records_c
             unfinished.append(f"{records.relative_to(ROOT)}/converged_{stem}*: {len(rows)} of 4 records")
             continue
         assert {(r["method"], r["seed"], r["epochs"]) for r in rows} == {(method, 0, 120)}, stem
+        for key in tuned:
+            term, name = key.split(".")
+            assert base["distillation"]["methods"][method]["losses"][term][name] == PUBLISHED[key], (stem, key)
+        tuned_overrides = [{k: v for k, v in r["overrides"] if k.removeprefix("losses.") in tuned} for r in rows]
+        assert sum(not overrides for overrides in tuned_overrides) == 1, f"{stem}: one row at the published weight"
+        assert len({frozenset(tuned_overrides[i].items()) for i in range(4)}) == 4, f"{stem}: four distinct weights"
+        shared = {frozenset((k, v) for k, v in r["overrides"] if k.removeprefix("losses.") not in tuned) for r in rows}
+        assert len(shared) == 1, f"{stem}: the rows differ in more than their tuned weight: {shared}"
         best = max(rows, key=lambda row: row["val_miou"])
         if "losses" in best:  # what the row trained, as recorded since
             expected = best["losses"]
