@@ -41,11 +41,8 @@ class _Checked:
 
 
 def _sha1(path: Path) -> str:
-    digest = hashlib.sha1()
     with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha1").hexdigest()
 
 
 def read_mask(path: Path) -> np.ndarray:

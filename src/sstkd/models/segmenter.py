@@ -74,11 +74,8 @@ def file_sha256(path: str | Path) -> str:
 
 @functools.lru_cache(maxsize=64)
 def _file_sha256(resolved: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
     with open(resolved, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
 ADDED_LATER = ("dilation_scheme", "input_adapter")
