@@ -90,3 +90,14 @@ def test_last_quarter_gain_of_rising_noisy_flat_and_short_curves():
     assert last_quarter_gain([0.5, 0.6, 0.62, 0.6, 0.55, 0.61, 0.62, 0.615]) == pytest.approx(0.0)
     assert last_quarter_gain([0.6, 0.62, 0.61, 0.55]) < 0  # the last quarter is worse than the best before it
     assert math.isnan(last_quarter_gain([0.5]))
+
+
+def test_a_protocols_note_on_its_thresholds_comes_before_the_table():
+    per_model, results, probes, summary = _study({0: 61.0, 1: 63.5, 2: 61.5}, teacher=66.0)
+    relaxed = SanityConfig(min_teacher_margin=4.0, note="The margin is 4,\n  not 8: see the README.")
+    checks = sanity_checks(per_model, results, probes, summary, relaxed)
+    assert next(c for c in checks if c.key == "teacher_margin").status == PASS  # 66 - 61 = 5 >= 4
+    text = sanity_markdown(checks, relaxed.note)
+    assert "The margin is 4, not 8: see the README." in text  # one paragraph, whatever the YAML's line breaks
+    assert text.index("The margin is 4") < text.index("| check |")
+    assert "README" not in sanity_markdown(checks)

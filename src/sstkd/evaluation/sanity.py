@@ -32,6 +32,9 @@ class SanityConfig(BaseModel):
     min_teacher_margin: float = 8.0
     min_probe_margin: float = 2.0
     kd_method: str = "pixel_kd"
+    # why the thresholds are what they are, where a protocol departs from the defaults: the report prints it
+    # above the table, so a reader meets the reason with the verdict
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -126,11 +129,14 @@ def sanity_checks(per_model: pd.DataFrame, results: dict[str, dict], transfer: p
     return checks
 
 
-def sanity_markdown(checks: list[SanityCheck]) -> str:
-    """The report's first section: the checks, and a warning above the verdicts when one fails."""
+def sanity_markdown(checks: list[SanityCheck], note: str = "") -> str:
+    """The report's first section: the checks, a warning above the verdicts when one fails, and the protocol's
+    ``note`` on its thresholds."""
     failed = [c.check for c in checks if c.status == FAIL]
     unmeasured = [c.check for c in checks if c.status == NOT_MEASURED]
     lines = ["## Sanity checks (before any verdict)", ""]
+    if note.strip():
+        lines += [" ".join(note.split()), ""]
     if failed:
         lines += [f"**Failed: {'; '.join(failed)}. The verdicts below describe this regime, not distillation in "
                   "general: read them with that in mind.**", ""]

@@ -154,7 +154,7 @@ def build_report(evaluation_results: dict, dataset_info: dict, texture_transfer_
     transfer = transfer_table(texture_transfer_results)
     transfer_summary = transfer_by_method(transfer)
     checks = sanity_checks(table, evaluation_results, transfer, summary, params.sanity)
-    section = sanity_markdown(checks) + "\n" + study_markdown(summary)
+    section = sanity_markdown(checks, params.sanity.note) + "\n" + study_markdown(summary)
     markdown = report_markdown(table, evaluation_results, dataset_info["classes"],
                                f"SSTKD study on {dataset_info['layout']} ({dataset_info['root']})", section)
     markdown += transfer_markdown(transfer)
