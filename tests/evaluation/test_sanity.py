@@ -81,6 +81,10 @@ def test_failures_are_named_first_and_missing_evidence_is_never_a_pass():
         results[model]["val_miou_curve"] = None  # models trained before curves were recorded
     unmeasured = sanity_checks(per_model, results, probes.iloc[:0], summary, SanityConfig(kd_method="cwd"))
     assert [c.status for c in unmeasured if c.check != "teacher above the baseline"] == [NOT_MEASURED] * 3
+    # a failed check beside unmeasured ones: the reader is told of both, above the table
+    head = sanity_markdown(unmeasured).split("| check |")[0]
+    assert "**Failed: teacher above the baseline." in head
+    assert "Not measured: students converge; teacher's stage 1 holds more texture; cwd not worse than baseline." in head
 
 
 def test_last_quarter_gain_of_rising_noisy_flat_and_short_curves():
@@ -101,3 +105,17 @@ def test_a_protocols_note_on_its_thresholds_comes_before_the_table():
     assert "The margin is 4, not 8: see the README." in text  # one paragraph, whatever the YAML's line breaks
     assert text.index("The margin is 4") < text.index("| check |")
     assert "README" not in sanity_markdown(checks)
+    # the table itself says which threshold departs from the default, whatever the note says
+    thresholds = {c.key: c.threshold for c in checks}
+    assert thresholds["teacher_margin"].endswith("mIoU ≥ 4 (default 8)")
+    assert "default" not in thresholds["convergence"] + thresholds["teacher_probe_margin"]
+    strict = sanity_checks(per_model, results, probes, summary, SanityConfig(max_last_quarter_gain=0.5))
+    assert next(c for c in strict if c.key == "convergence").threshold.endswith("< 0.5 (default 1)")
+
+
+def test_a_failed_check_is_announced_before_the_protocols_note():
+    per_model, results, probes, summary = _study({0: 61.0, 1: 63.5, 2: 61.5}, teacher=64.0)
+    config = SanityConfig(min_teacher_margin=4.0, note="Why the margin is 4.")
+    text = sanity_markdown(sanity_checks(per_model, results, probes, summary, config), config.note)
+    assert text.index("**Failed: teacher above the baseline.") < text.index("Why the margin is 4.") \
+        < text.index("| check |")

@@ -62,6 +62,12 @@ def last_quarter_gain(curve: list[float]) -> float:
     return 100 * (max(last) - max(before))
 
 
+def _departure(config: SanityConfig, key: str) -> str:
+    """" (default 8)" where a protocol sets a threshold other than the default, so that the table itself says so."""
+    default = SanityConfig.model_fields[key].default
+    return "" if getattr(config, key) == default else f" (default {default:g})"
+
+
 def _status(passed: bool | None) -> str:
     return NOT_MEASURED if passed is None else PASS if passed else FAIL
 
@@ -88,7 +94,8 @@ def sanity_checks(per_model: pd.DataFrame, results: dict[str, dict], transfer: p
         detail = f"no recorded validation curve of {baseline} (no {baseline} row, or models trained before curves were kept)"
     checks.append(SanityCheck(
         "convergence", "students converge", gain,
-        f"{baseline}'s val mIoU gain over the last quarter < {config.max_last_quarter_gain:g}",
+        f"{baseline}'s val mIoU gain over the last quarter < {config.max_last_quarter_gain:g}"
+        f"{_departure(config, 'max_last_quarter_gain')}",
         _status(None if not gains else gain < config.max_last_quarter_gain), detail))
 
     baseline_miou = float(students["miou"].mean()) if len(students) else math.nan
@@ -96,7 +103,8 @@ def sanity_checks(per_model: pd.DataFrame, results: dict[str, dict], transfer: p
     margin = teacher_miou - baseline_miou
     checks.append(SanityCheck(
         "teacher_margin", "teacher above the baseline", margin,
-        f"teacher − {baseline} {summary.split} mIoU ≥ {config.min_teacher_margin:g}",
+        f"teacher − {baseline} {summary.split} mIoU ≥ {config.min_teacher_margin:g}"
+        f"{_departure(config, 'min_teacher_margin')}",
         _status(None if math.isnan(margin) else margin >= config.min_teacher_margin),
         f"teacher {teacher_miou:.2f}, {baseline} {baseline_miou:.2f} (mean over {len(students)} seed(s))"
         if not math.isnan(margin) else f"no teacher or no {baseline} row"))
@@ -107,7 +115,8 @@ def sanity_checks(per_model: pd.DataFrame, results: dict[str, dict], transfer: p
     probe_margin = teacher_probe - (sum(baseline_probes) / len(baseline_probes) if baseline_probes else math.nan)
     checks.append(SanityCheck(
         "teacher_probe_margin", "teacher's stage 1 holds more texture", probe_margin,
-        f"teacher − {baseline} stage-1 probe accuracy ≥ {config.min_probe_margin:g}",
+        f"teacher − {baseline} stage-1 probe accuracy ≥ {config.min_probe_margin:g}"
+        f"{_departure(config, 'min_probe_margin')}",
         _status(None if math.isnan(probe_margin) else probe_margin >= config.min_probe_margin),
         f"teacher {teacher_probe:.2f}%, {baseline} {teacher_probe - probe_margin:.2f}%" if not math.isnan(probe_margin)
         else "no texture-transfer probe of the teacher or the baseline"))
@@ -130,20 +139,20 @@ def sanity_checks(per_model: pd.DataFrame, results: dict[str, dict], transfer: p
 
 
 def sanity_markdown(checks: list[SanityCheck], note: str = "") -> str:
-    """The report's first section: the checks, a warning above the verdicts when one fails, and the protocol's
-    ``note`` on its thresholds."""
+    """The report's first section: a warning above the verdicts when a check fails, the checks that could not be
+    measured, the protocol's ``note`` on its thresholds, then the checks."""
     failed = [c.check for c in checks if c.status == FAIL]
     unmeasured = [c.check for c in checks if c.status == NOT_MEASURED]
     lines = ["## Sanity checks (before any verdict)", ""]
-    if note.strip():
-        lines += [" ".join(note.split()), ""]
     if failed:
         lines += [f"**Failed: {'; '.join(failed)}. The verdicts below describe this regime, not distillation in "
                   "general: read them with that in mind.**", ""]
-    elif unmeasured:
+    if unmeasured:
         lines += [f"Not measured: {'; '.join(unmeasured)}.", ""]
-    else:
+    if not failed and not unmeasured:
         lines += ["Every check passes.", ""]
+    if note.strip():
+        lines += [" ".join(note.split()), ""]
     lines += ["| check | value | threshold | status | detail |", "|---|---|---|---|---|"]
     for check in checks:
         value = "" if math.isnan(check.value) else f"{check.value:+.2f}"
