@@ -315,9 +315,8 @@ def select(args) -> None:
     if len({(r["seed"], r["epochs"]) for r in rows}) > 1:
         raise SystemExit("the records mix seeds or schedules: "
                          + ", ".join(sorted({f"{r['row']} seed {r['seed']}, {r['epochs']} epochs" for r in rows})))
-    for record in sorted(rows, key=lambda r: -r["val_miou"]):
-        print(f"{record['row']:>24s}  val mIoU {record['val_miou']:.2f} (epoch {record['best_epoch']}), "
-              f"test {record['test_miou']:.2f}", file=sys.stderr)
+    for record in sorted(rows, key=lambda r: -r["val_miou"]):  # no test mIoU here: nobody sees test while choosing
+        print(f"{record['row']:>24s}  val mIoU {record['val_miou']:.2f} (epoch {record['best_epoch']})", file=sys.stderr)
     print(max(rows, key=lambda r: r["val_miou"])["row"])
 
 

@@ -137,8 +137,9 @@ SELECTION_LADDERS = {"pixel_kd_l": ("pixel_kd", ["pixel_kd.weight"]),
                      "selection_cwd_": ("cwd", ["channelwise.weight"]),
                      "selection_pairwise_": ("skd", ["pairwise.weight"]),
                      "selection_texture_": ("sstkd", ["structural.weight", "statistical.weight"])}
-# the papers' weights (SSTKD.md), which each ladder kept among its rows; most records (written before 58ce09f) do not
-# store their losses and are rebuilt from conf/base, so base must still hold these for the rebuild to mean anything
+# the published weights (SSTKD.md; SSTKD's own are not published: 0.3 and 1.0 are issue 9's), which each ladder kept
+# among its rows; most records (written before 58ce09f) do not store their losses and are rebuilt from conf/base,
+# so base must still hold these for the rebuild to mean anything
 PUBLISHED = {"pixel_kd.weight": 10.0, "adversarial.weight": 0.1, "channelwise.weight": 3.0, "pairwise.weight": 0.5,
              "structural.weight": 0.3, "statistical.weight": 1.0}
 
