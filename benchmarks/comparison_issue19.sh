@@ -66,8 +66,15 @@ one_src_tree() {  # data root: refuses when its students would train on another 
   fi
   mkdir -p "$root" && echo "$tree" > "$stamp"
 }
-RUNNING_LABEL="" RUNNING_SINCE=0
-interrupted() {  # a session's end or ^C: the wall time of the run it cut short goes to the log too
+RUNNING_LABEL="" RUNNING_SINCE=0 RUNNING_PID=""
+# ^C or a TERM/HUP to the driver: the kedro run it cut short stops too, and its wall time goes to the log. A machine
+# taken away at a session's end kills everything at once (SIGKILL cannot be trapped): a start with no "exit" or
+# "interrupted" line after it in the log is such a run.
+interrupted() {
+  if [ -n "$RUNNING_PID" ]; then  # a background child ignores ^C, so it is told in words it understands
+    kill -TERM $(pgrep -P "$RUNNING_PID") "$RUNNING_PID" 2>/dev/null
+    wait "$RUNNING_PID" 2>/dev/null
+  fi
   [ -n "$RUNNING_LABEL" ] && echo "$(date -Is) $RUNNING_LABEL: interrupted ($1) after" \
     "$(( $(date +%s) - RUNNING_SINCE )) s; the next start resumes it" >> "$LOG"
   exit 130
@@ -81,9 +88,11 @@ timed() {  # label, then the kedro arguments
   started=$(date +%s)
   RUNNING_LABEL=$label RUNNING_SINCE=$started
   echo "$(date -Is) $label: kedro run $*" >> "$LOG"
-  "$KEDRO" run "$@"
+  "$KEDRO" run "$@" &  # waited for in the background: bash runs a trap only once its foreground child has ended
+  RUNNING_PID=$!
+  wait "$RUNNING_PID"
   status=$?
-  RUNNING_LABEL=""
+  RUNNING_LABEL="" RUNNING_PID=""
   echo "$(date -Is) $label: exit $status after $(( $(date +%s) - started )) s" >> "$LOG"
   return $status
 }
