@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from sstkd.evaluation.statistics import gap_recovered, mean_interval, paired_comparison, ratio_interval
+from sstkd.evaluation.statistics import (
+    gap_recovered,
+    holm_adjusted,
+    mean_interval,
+    paired_comparison,
+    paired_p_value,
+    ratio_interval,
+)
 
 
 def test_mean_interval_matches_a_direct_student_t_computation():
@@ -101,3 +108,24 @@ def test_ratio_interval_covers_the_true_ratio_at_its_confidence_when_the_baselin
         naive_covered += paired.low / gaps.mean() <= true_ratio <= paired.high / gaps.mean()
     assert 0.93 <= covered / trials <= 0.975
     assert naive_covered / trials < 0.90
+
+
+def test_paired_p_value_is_the_paired_t_test_whose_interval_gives_the_verdict():
+    a, b = [63.0, 65.0, 64.1, 62.2], [61.0, 62.0, 61.0, 61.9]
+    comparison = paired_comparison("a", "b", {"a": dict(enumerate(a)), "b": dict(enumerate(b))})
+    p = paired_p_value(comparison.difference)
+    assert p == pytest.approx(stats.ttest_rel(a, b).pvalue)
+    assert (p < 0.05) == (comparison.verdict == "better")
+    # the interval's edge is p = 0.05: a difference whose 95% interval just reaches zero
+    edge = paired_comparison("a", "b", {"a": {0: 1.0, 1: 2.0, 2: 0.2}, "b": {0: 0.0, 1: 0.0, 2: 0.0}})
+    assert (paired_p_value(edge.difference) < 0.05) == (edge.difference.low > 0)
+    assert math.isnan(paired_p_value(mean_interval([1.0])))  # one seed: no test
+    assert paired_p_value(mean_interval([0.5, 0.5, 0.5])) == 0.0 and paired_p_value(mean_interval([0.0, 0.0])) == 1.0
+
+
+def test_holm_adjusts_step_down_keeps_the_order_and_skips_nan():
+    # sorted: 0.005 x 4 = 0.02, 0.01 x 3 = 0.03, 0.03 x 2 = 0.06, 0.04 x 1 = 0.04 -> raised to 0.06 (monotone)
+    assert holm_adjusted([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    adjusted = holm_adjusted([0.02, math.nan, 0.5, 0.6])  # three comparisons, not four
+    assert adjusted[0] == pytest.approx(0.06) and math.isnan(adjusted[1]) and adjusted[2:] == pytest.approx([1.0, 1.0])
+    assert holm_adjusted([0.9, 0.8]) == [1.0, 1.0] and holm_adjusted([]) == []

@@ -169,3 +169,34 @@ def test_another_baseline_name_and_confidence_reach_the_report_and_the_console()
     row = next(line for line in markdown.splitlines() if line.startswith("| student_only | 3 | 60.00 ± 1.00 ["))
     assert row.endswith("|  |")  # the baseline recovers no gap of its own
     assert "its own 90% test" in markdown and "about 10% of those" in markdown
+
+
+def test_a_verdict_that_does_not_survive_holms_correction_says_so_in_the_report():
+    # sstkd's lead over the baseline is tight (survives), pixel_kd's is marginal: p 0.02 alone, 0.06 among five
+    values = {"baseline": {0: 60.0, 1: 62.0, 2: 61.0, 3: 60.5, 4: 61.5},
+              "pixel_kd": {0: 61.2, 1: 62.4, 2: 62.5, 3: 60.8, 4: 62.4},
+              "sstkd": {0: 63.0, 1: 65.0, 2: 64.1, 3: 63.4, 4: 64.6},
+              "cwd": {0: 60.9, 1: 61.5, 2: 62.2, 3: 60.8, 4: 61.3}}
+    summary = summarize_study(_per_model(values), ["baseline", "pixel_kd"], split="test")
+    pairs = summary.comparisons.set_index(["method", "reference", "metric"])
+    miou = summary.comparisons[summary.comparisons.metric == "miou"]
+    raw = {(r.method, r.reference): stats.ttest_rel(pd.Series(values[r.method]), pd.Series(values[r.reference])).pvalue
+           for r in miou.itertuples()}
+    assert len(raw) == 5  # pixel_kd, sstkd and cwd against the baseline, sstkd and cwd against pixel_kd
+    weak = pairs.loc[("pixel_kd", "baseline", "miou")]
+    assert weak["verdict"] == "better" and weak["p_value"] == pytest.approx(raw[("pixel_kd", "baseline")], abs=1e-4)
+    smallest = sorted(raw.values())
+    rank = smallest.index(raw[("pixel_kd", "baseline")])
+    expected = max(min(1.0, (5 - k) * p) for k, p in enumerate(smallest[:rank + 1]))
+    assert weak["p_holm"] == pytest.approx(expected, abs=1e-4) and expected >= 0.05
+    assert weak["verdict_holm"] == "no detectable difference"
+    strong = pairs.loc[("sstkd", "baseline", "miou")]
+    assert strong["verdict_holm"] == "better" and strong["p_holm"] < 0.05
+    markdown = study_markdown(summary)
+    assert "Holm's correction over the study's 5 comparisons of the same metric" in markdown
+    line = next(row for row in markdown.splitlines() if row.startswith("| pixel_kd | baseline |"))
+    assert f"better, not after Holm (p {weak['p_value']:.3f} → {weak['p_holm']:.3f})" in line
+    assert "not after Holm" not in next(row for row in markdown.splitlines() if row.startswith("| sstkd | baseline |"))
+    metrics = summary_metrics(summary)["pixel_kd"]  # metrics.json (dvc metrics diff) carries both verdicts
+    assert (metrics["delta_miou_vs_baseline_verdict"], metrics["delta_miou_vs_baseline_verdict_holm"]) == (1, 0)
+    assert metrics["delta_miou_vs_baseline_p_holm"] == pytest.approx(expected, abs=1e-4)

@@ -4,13 +4,20 @@ Seeds pair the runs: the same seed gives every method the same data order, augme
 the difference of two methods *within* a seed removes most of the seed-to-seed spread. The interval of a mean
 is Student's t over seeds (no normal approximation: studies have 3 to 10 seeds), the paired comparison is a
 paired t interval on the per-seed differences. One seed gives a point and no interval, and says so. The share
-of the teacher–baseline gap a method recovers is a ratio of two paired means; its interval is Fieller's.
+of the teacher–baseline gap a method recovers is a ratio of two paired means; its interval is Fieller's. A study
+makes many comparisons: Holm's step-down correction says which verdicts survive them all at once.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+
+def _t_survival(t: float, degrees_of_freedom: int) -> float:
+    from scipy import stats  # imported late, as in _t_quantile
+
+    return float(stats.t.sf(t, degrees_of_freedom))
 
 
 def _t_quantile(probability: float, degrees_of_freedom: int) -> float:
@@ -75,6 +82,30 @@ class PairedComparison:
         if self.difference.high < 0:
             return "worse"
         return "no detectable difference"
+
+
+def paired_p_value(difference: Interval) -> float:
+    """Two-sided paired-t p-value of a mean difference being zero (the test whose interval ``difference`` is);
+    NaN for one seed or a non-finite difference."""
+    if difference.n < 2 or not (math.isfinite(difference.mean) and math.isfinite(difference.std)):
+        return math.nan
+    if difference.std == 0:  # every seed moved by the same amount: certain, unless that amount is zero
+        return 1.0 if difference.mean == 0 else 0.0
+    t = abs(difference.mean) / (difference.std / math.sqrt(difference.n))
+    return min(1.0, 2 * _t_survival(t, difference.n - 1))
+
+
+def holm_adjusted(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the order given: the k-th smallest of m is multiplied by m − k + 1
+    and never falls below the one before it. A verdict whose adjusted p is below 1 − confidence holds with every
+    other comparison of the family made alongside it. NaN stays NaN and does not count towards m."""
+    ranked = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
+    adjusted = [math.nan] * len(p_values)
+    running = 0.0
+    for k, (p, i) in enumerate(ranked):
+        running = max(running, min(1.0, (len(ranked) - k) * p))
+        adjusted[i] = running
+    return adjusted
 
 
 def paired_comparison(method: str, reference: str, by_seed: dict[str, dict[int, float]],

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from sstkd.evaluation.statistics import gap_recovered, mean_interval, paired_comparison, ratio_interval
+from sstkd.evaluation.statistics import (
+    gap_recovered,
+    holm_adjusted,
+    mean_interval,
+    paired_comparison,
+    paired_p_value,
+    ratio_interval,
+)
 
 SUMMARY_METRICS = ("miou", "boundary_fscore")
 TEST_NAME = "paired t over seeds"
@@ -73,15 +80,28 @@ def summarize_study(per_model: pd.DataFrame, references: list[str] | tuple[str, 
                     "method": method, "reference": reference, "metric": metric, "seeds": difference.n,
                     "difference_mean": difference.mean, "difference_std": difference.std,
                     "ci_low": difference.low, "ci_high": difference.high, "verdict": comparison.verdict,
-                    "test": TEST_NAME,
+                    "test": TEST_NAME, "p_value": paired_p_value(difference),
                 })
+    _holm_verdicts(comparisons, 1 - confidence)
     methods = pd.DataFrame(rows).round(4)
     methods["split"] = split  # study.csv says which split it measured, for whoever reads it back (the console table)
     methods.attrs["seeds"] = sorted({s for seeds in by_seed["miou"].values() for s in seeds})
     methods.attrs["missing_references"] = [r for r in references if r not in by_seed["miou"]]
     return StudySummary(methods, pd.DataFrame(comparisons, columns=[
         "method", "reference", "metric", "seeds", "difference_mean", "difference_std", "ci_low", "ci_high",
-        "verdict", "test"]).round(4), confidence, split, baseline)
+        "verdict", "test", "p_value", "p_holm", "verdict_holm"]).round(4), confidence, split, baseline)
+
+
+def _holm_verdicts(comparisons: list[dict], alpha: float) -> None:
+    """Adds ``p_holm`` and ``verdict_holm``: Holm's correction over every comparison of the study on the same
+    metric (the family a reader scans for a win). A verdict only changes to "no detectable difference"."""
+    for metric in dict.fromkeys(row["metric"] for row in comparisons):
+        family = [row for row in comparisons if row["metric"] == metric]
+        for row, adjusted in zip(family, holm_adjusted([row["p_value"] for row in family])):
+            row["p_holm"] = adjusted
+            detected = row["verdict"] in ("better", "worse") and adjusted < alpha
+            row["verdict_holm"] = row["verdict"] if detected or row["verdict"] not in ("better", "worse") \
+                else "no detectable difference"
 
 
 def split_label(methods: pd.DataFrame, quantity: str) -> str:
@@ -147,7 +167,9 @@ def summary_metrics(summary: StudySummary, transfer_by_method: pd.DataFrame | No
         key = f"delta_{row['metric']}_vs_{row['reference']}"
         metrics[row["method"]] |= {key: _number(row["difference_mean"]), f"{key}_ci_low": _number(row["ci_low"]),
                                    f"{key}_ci_high": _number(row["ci_high"]),
-                                   f"{key}_verdict": VERDICT_CODES.get(row["verdict"])}
+                                   f"{key}_verdict": VERDICT_CODES.get(row["verdict"]),
+                                   f"{key}_p_holm": _number(row["p_holm"]),
+                                   f"{key}_verdict_holm": VERDICT_CODES.get(row["verdict_holm"])}
     if transfer_by_method is not None:
         for _, row in transfer_by_method.iterrows():
             metrics.setdefault(row["method"], {}).update(
@@ -169,6 +191,16 @@ def _signed_interval(mean: float, low: float, high: float, scale: float = 1.0, u
     if math.isnan(low):
         return f"{scale * mean:+.2f}{unit}"
     return f"{scale * mean:+.2f}{unit} [{scale * low:+.2f}, {scale * high:+.2f}]"
+
+
+def _family_size(comparisons: pd.DataFrame) -> int:
+    return int(comparisons.groupby("metric").size().max())
+
+
+def _verdict_cell(row) -> str:
+    if row["verdict_holm"] == row["verdict"]:
+        return row["verdict"]
+    return f"{row['verdict']}, not after Holm (p {row['p_value']:.3f} → {row['p_holm']:.3f})"
 
 
 def study_markdown(summary: StudySummary) -> str:
@@ -201,7 +233,9 @@ def study_markdown(summary: StudySummary) -> str:
                   "to the reference, averaged. **better** / **worse**: the interval excludes zero; otherwise no "
                   f"detectable difference at this number of seeds. Each verdict is its own {percent} test: among "
                   f"many comparisons, about {100 * (1 - summary.confidence):.3g}% of those with no real difference "
-                  "still read better or worse.",
+                  "still read better or worse. So each verdict is also tested with Holm's correction over the "
+                  f"study's {_family_size(summary.comparisons)} comparisons of the same metric: a verdict that does "
+                  "not survive it says so, with its paired-t p-value before and after.",
                   "",
                   "| method | vs | Δ mIoU [CI] | verdict | Δ boundary F [CI] | verdict |", "|---|---|---|---|---|---|"]
         by_pair = summary.comparisons.set_index(["method", "reference", "metric"])
@@ -210,7 +244,7 @@ def study_markdown(summary: StudySummary) -> str:
             cells = []
             for metric in SUMMARY_METRICS:
                 row = by_pair.loc[(method, reference, metric)]
-                cells += [_signed_interval(row["difference_mean"], row["ci_low"], row["ci_high"]), row["verdict"]]
+                cells += [_signed_interval(row["difference_mean"], row["ci_low"], row["ci_high"]), _verdict_cell(row)]
             lines.append(f"| {method} | {reference} | " + " | ".join(cells) + " |")
     missing = summary.methods.attrs.get("missing_references", [])
     if missing:
