@@ -6,6 +6,7 @@ from sstkd.evaluation.texture_transfer import (
     TextureTransferConfig,
     directional_energy_profile,
     labels_at_feature_grid,
+    leading_components,
     linear_cka,
     linear_probe,
     stage1_features,
@@ -81,3 +82,24 @@ def test_the_teacher_is_its_own_reference_and_a_student_is_compared_on_every_mea
     assert set(other["per_quantization"]) == {"4", "8"}
     assert 0 <= other["probe_accuracy"] <= 1 and 0 <= other["probe_miou"] <= 1
     assert reference["channels"] == 256 and other["channels"] == 64
+    # the width-matched probe: the student is already at the narrowest width, the teacher is narrowed to it
+    assert reference["probe_width"] == other["probe_width"] == 64
+    assert other["probe_accuracy_at_width"] == other["probe_accuracy"]
+    assert 0 <= reference["probe_accuracy_at_width"] <= 1
+
+
+def test_leading_components_keep_the_most_variance_and_lose_nothing_of_a_low_rank_feature():
+    generator = torch.Generator().manual_seed(0)
+    latent = torch.randn(500, 4, generator=generator) * torch.tensor([5.0, 3.0, 2.0, 1.0])
+    wide = latent @ torch.randn(4, 32, generator=generator)  # 32 channels, rank 4
+    train, test = leading_components(wide[:400], wide[400:], 4)
+    assert train.shape == (400, 4) and test.shape == (100, 4)
+    covariance = torch.cov(train.T)
+    variances = covariance.diagonal()
+    assert (variances[:-1] >= variances[1:]).all()  # ordered by the variance they keep
+    assert torch.allclose(covariance - torch.diag(variances), torch.zeros(4, 4), atol=1e-3 * variances[0])
+    # rank 4: four components hold all of it, so a probe on them sees what it saw on all 32 channels
+    labels = (latent[:, 0] + latent[:, 1] > 0).long()
+    full = linear_probe(wide[:400], labels[:400], wide[400:], labels[400:], 2, steps=40)
+    narrowed = linear_probe(train, labels[:400], test, labels[400:], 2, steps=40)
+    assert narrowed["accuracy"] == pytest.approx(full["accuracy"], abs=0.03) and narrowed["accuracy"] > 0.9

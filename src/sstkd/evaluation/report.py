@@ -97,7 +97,7 @@ def report_markdown(table: pd.DataFrame, results: dict[str, dict], class_names: 
 
 
 TRANSFER_COLUMNS = ["model", "method", "seed", "channels", "profile_l1", "intensity_l1", "histogram_w1", "cka", "probe_accuracy",
-                    "probe_miou"]
+                    "probe_miou", "probe_accuracy_at_width"]
 
 
 def transfer_table(results: dict[str, dict]) -> pd.DataFrame:
@@ -109,6 +109,8 @@ def transfer_table(results: dict[str, dict]) -> pd.DataFrame:
         row = {key: result[key] for key in TRANSFER_COLUMNS[3:8]} | {"model": model, "method": method, "seed": seed}
         row["probe_accuracy"] = 100 * result["probe_accuracy"]
         row["probe_miou"] = 100 * result["probe_miou"]
+        # results written before the width-matched probe have none: NaN, never the unmatched probe's value
+        row["probe_accuracy_at_width"] = 100 * result.get("probe_accuracy_at_width", float("nan"))
         for levels, distances in result["per_quantization"].items():
             row[f"intensity_l1_n{levels}"] = distances["equalized_l1"]
             row[f"histogram_w1_n{levels}"] = distances["histogram_w1"]
@@ -122,7 +124,8 @@ def transfer_table(results: dict[str, dict]) -> pd.DataFrame:
     return table
 
 
-TRANSFER_MEASURES = ("profile_l1", "intensity_l1", "histogram_w1", "cka", "probe_accuracy", "probe_miou")
+TRANSFER_MEASURES = ("profile_l1", "intensity_l1", "histogram_w1", "cka", "probe_accuracy", "probe_miou",
+                     "probe_accuracy_at_width")
 
 
 def transfer_by_method(table: pd.DataFrame) -> pd.DataFrame:
@@ -149,7 +152,9 @@ def transfer_markdown(table: pd.DataFrame) -> str:
              "counts (per count in the `_nN` columns). Higher is closer for `cka` (linear CKA to the teacher's "
              "features at the same pixels). `probe_accuracy`/`probe_miou` (%): a linear classifier on the frozen "
              "stage-1 features predicting each pixel's class (fitted on training pixels); the teacher's row is "
-             "the reference. Mean ± sample std over each method's seeds; every model and the distances per "
+             "the reference. `probe_accuracy_at_width` (%): the same probe on each network's leading principal "
+             "components, as many as the narrowest network has channels (a wider stage 1 gives a probe more "
+             "inputs). Mean ± sample std over each method's seeds; every model and the distances per "
              "quantisation level count are in `texture_transfer.csv`.", "",
              "| method | seeds | " + " | ".join(TRANSFER_MEASURES) + " |", "|---|---|" + "---|" * len(TRANSFER_MEASURES)]
     for _, row in by_method.iterrows():

@@ -5,7 +5,9 @@ A comparison of distillation methods is only a study of distillation when
   the last quarter of its schedule (the best epoch of the last quarter over the best before it, mean over seeds);
 * the **teacher is worth distilling**: its mIoU (on the evaluation split) is at least ``min_teacher_margin`` points
   above the baseline's mean, and its stage-1 linear probe at least ``min_probe_margin`` points above the
-  baseline's (texture knowledge the student lacks);
+  baseline's (texture knowledge the student lacks), both probed at the same width (the teacher on its leading
+  principal components, :func:`~sstkd.evaluation.texture_transfer.leading_components`), so that its lead is not
+  its wider stage 1 alone;
 * the **most reliable published result holds**: plain pixel KD (``kd_method``) is not detectably worse than the
   baseline (paired over seeds), as in every published table.
 A check that cannot be computed (no such row, one seed, no recorded curve) is "not measured", never a pass.
@@ -109,17 +111,26 @@ def sanity_checks(per_model: pd.DataFrame, results: dict[str, dict], transfer: p
         f"teacher {teacher_miou:.2f}, {baseline} {baseline_miou:.2f} (mean over {len(students)} seed(s))"
         if not math.isnan(margin) else f"no teacher or no {baseline} row"))
 
-    probes = transfer.set_index("model")["probe_accuracy"] if not transfer.empty else pd.Series(dtype=float)
+    matched = "probe_accuracy_at_width" in transfer.columns and not transfer.empty  # older results: no such probe
+    probes = transfer.set_index("model")["probe_accuracy_at_width" if matched else "probe_accuracy"] \
+        if not transfer.empty else pd.Series(dtype=float)
     baseline_probes = [float(probes[model]) for model in students["model"] if model in probes.index]
     teacher_probe = float(probes["teacher"]) if "teacher" in probes.index else math.nan
     probe_margin = teacher_probe - (sum(baseline_probes) / len(baseline_probes) if baseline_probes else math.nan)
+    if math.isnan(probe_margin):
+        detail = "no texture-transfer probe of the teacher or the baseline"
+    else:
+        detail = f"teacher {teacher_probe:.2f}%, {baseline} {teacher_probe - probe_margin:.2f}%"
+        if not matched:
+            detail += " (results written before the width-matched probe: widths not matched)"
+        elif (teacher_row := transfer.set_index("model").loc["teacher"])["channels"] > transfer["channels"].min():
+            detail += (f"; the teacher on its {int(transfer['channels'].min())} leading principal components "
+                       f"({teacher_row['probe_accuracy']:.2f}% on all {int(teacher_row['channels'])} channels)")
     checks.append(SanityCheck(
         "teacher_probe_margin", "teacher's stage 1 holds more texture", probe_margin,
-        f"teacher − {baseline} stage-1 probe accuracy ≥ {config.min_probe_margin:g}"
-        f"{_departure(config, 'min_probe_margin')}",
-        _status(None if math.isnan(probe_margin) else probe_margin >= config.min_probe_margin),
-        f"teacher {teacher_probe:.2f}%, {baseline} {teacher_probe - probe_margin:.2f}%" if not math.isnan(probe_margin)
-        else "no texture-transfer probe of the teacher or the baseline"))
+        f"teacher − {baseline} stage-1 probe accuracy{' at the same width' if matched else ''} ≥ "
+        f"{config.min_probe_margin:g}{_departure(config, 'min_probe_margin')}",
+        _status(None if math.isnan(probe_margin) else probe_margin >= config.min_probe_margin), detail))
 
     pairs = summary.comparisons
     pair = pairs[(pairs["method"] == config.kd_method) & (pairs["reference"] == baseline) & (pairs["metric"] == "miou")]

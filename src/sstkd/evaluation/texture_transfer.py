@@ -15,7 +15,9 @@ of channel counts and of any trained adapter (the adapters live in the losses, n
 * **linear probe**: a multinomial logistic regression on the frozen stage-1 features (standardised per channel
   with the training pixels' statistics) predicting each pixel's class, fitted by full-batch L-BFGS on a fixed
   random subsample of training pixels, scored on every labelled pixel of the evaluation split: how much class
-  (i.e. texture) information a network's low-level features hold linearly.
+  (i.e. texture) information a network's low-level features hold linearly. A wider network's probe has more
+  inputs, so each network is also probed at the narrowest network's width, on its leading principal components
+  (``probe_accuracy_at_width``): a teacher's lead there is not its width alone.
 
 Everything is plain PyTorch and deterministic for a given seed.
 """
@@ -157,6 +159,16 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
     return {"accuracy": scores["pixel_accuracy"], "miou": scores["miou"]}
 
 
+def leading_components(train_x: torch.Tensor, test_x: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both ``(n, C)`` pixel sets projected onto the ``width`` leading principal components of the training pixels
+    (standardised per channel with their statistics, as the probe sees them)."""
+    mean, std = train_x.mean(dim=0), train_x.std(dim=0).clamp_min(1e-6)
+    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
+    _, _, components = torch.linalg.svd(train_x - train_x.mean(dim=0), full_matrices=False)
+    basis = components[:width].T
+    return train_x @ basis, test_x @ basis
+
+
 @contextmanager
 def _one_thread():
     """A full-batch probe is hundreds of small matrix products: on a busy 2-core machine two threads made it
@@ -190,6 +202,12 @@ def texture_transfer(features: dict[str, dict[str, torch.Tensor]], train_masks: 
     teacher_profile = directional_energy_profile(reference, config.levels, config.directions, config.border)
     teacher_stats = intensity_statistics(reference, config.quantization_levels, config.border)
     teacher_pixels = pixels_of(reference)[cka_rows]
+    width = min(int(feature["train"].shape[1]) for feature in features.values())
+
+    def probe_on(train_x: torch.Tensor, test_x: torch.Tensor) -> dict[str, float]:
+        return linear_probe(train_x, train_labels[probe_rows], test_x, test_labels[labelled_test], num_classes,
+                            config.probe_steps, config.probe_weight_decay, config.seed)
+
     results = {}
     for model, feature in features.items():
         test = feature["test"]
@@ -198,9 +216,9 @@ def texture_transfer(features: dict[str, dict[str, torch.Tensor]], train_masks: 
         profile = directional_energy_profile(test, config.levels, config.directions, config.border)
         per_level = intensity_distances(intensity_statistics(test, config.quantization_levels, config.border),
                                         teacher_stats)
-        probe = linear_probe(pixels_of(feature["train"])[probe_rows], train_labels[probe_rows],
-                             pixels_of(test)[labelled_test], test_labels[labelled_test], num_classes,
-                             config.probe_steps, config.probe_weight_decay, config.seed)
+        train_pixels, test_pixels = pixels_of(feature["train"])[probe_rows], pixels_of(test)[labelled_test]
+        probe = probe_on(train_pixels, test_pixels)
+        at_width = probe if test.shape[1] == width else probe_on(*leading_components(train_pixels, test_pixels, width))
         results[model] = {
             "channels": int(test.shape[1]),
             "profile": profile.tolist(),
@@ -211,5 +229,7 @@ def texture_transfer(features: dict[str, dict[str, torch.Tensor]], train_masks: 
             "cka": linear_cka(pixels_of(test)[cka_rows], teacher_pixels),
             "probe_accuracy": probe["accuracy"],
             "probe_miou": probe["miou"],
+            "probe_width": width,
+            "probe_accuracy_at_width": at_width["accuracy"],
         }
     return results
