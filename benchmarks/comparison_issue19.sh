@@ -71,8 +71,8 @@ RUNNING_LABEL="" RUNNING_SINCE=0 RUNNING_PID=""
 # taken away at a session's end kills everything at once (SIGKILL cannot be trapped): a start with no "exit" or
 # "interrupted" line after it in the log is such a run.
 interrupted() {
-  if [ -n "$RUNNING_PID" ]; then  # a background child ignores ^C, so it is told in words it understands
-    kill -TERM $(pgrep -P "$RUNNING_PID") "$RUNNING_PID" 2>/dev/null
+  if [ -n "$RUNNING_PID" ]; then  # the run and its student workers: its own process group (setsid below)
+    kill -TERM -- "-$RUNNING_PID" 2>/dev/null
     wait "$RUNNING_PID" 2>/dev/null
   fi
   [ -n "$RUNNING_LABEL" ] && echo "$(date -Is) $RUNNING_LABEL: interrupted ($1) after" \
@@ -88,7 +88,9 @@ timed() {  # label, then the kedro arguments
   started=$(date +%s)
   RUNNING_LABEL=$label RUNNING_SINCE=$started
   echo "$(date -Is) $label: kedro run $*" >> "$LOG"
-  "$KEDRO" run "$@" &  # waited for in the background: bash runs a trap only once its foreground child has ended
+  # in the background and waited for: bash runs a trap only once its foreground child has ended. Its own process
+  # group (setsid), so that the trap stops the student workers with it
+  setsid "$KEDRO" run "$@" <&0 &
   RUNNING_PID=$!
   wait "$RUNNING_PID"
   status=$?

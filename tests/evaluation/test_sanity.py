@@ -123,19 +123,29 @@ def test_a_failed_check_is_announced_before_the_protocols_note():
 
 def test_the_teachers_probe_lead_is_measured_at_the_students_width():
     per_model, results, probes, summary = _study({0: 61.0, 1: 63.5, 2: 61.5}, teacher_probe=84.0)
-    unmatched = next(c for c in sanity_checks(per_model, results, probes, summary, SanityConfig())
-                     if c.key == "teacher_probe_margin")
-    assert unmatched.status == PASS and "widths not matched" in unmatched.detail  # results from before the probe
     # 256 teacher channels probe 3 points above the baseline; narrowed to the baseline's 64, only 1.5
     probes["channels"] = [256] + [64] * (len(probes) - 1)
+    probes["probe_width"] = 64
     probes["probe_accuracy_at_width"] = [82.5] + list(probes["probe_accuracy"].iloc[1:])
     check = next(c for c in sanity_checks(per_model, results, probes, summary, SanityConfig())
                  if c.key == "teacher_probe_margin")
     assert check.value == pytest.approx(82.5 - 81.0) and check.status == FAIL
     assert "at the same width" in check.threshold
-    assert check.detail == ("teacher 82.50%, baseline 81.00%; the teacher on its 64 leading principal components "
-                            "(84.00% on all 256 channels)")
-    probes.loc[0, "probe_accuracy_at_width"] = float("nan")  # the teacher's narrowed probe missing: not a pass
-    missing = next(c for c in sanity_checks(per_model, results, probes, summary, SanityConfig())
-                   if c.key == "teacher_probe_margin")
-    assert missing.status == NOT_MEASURED
+    assert check.detail == ("teacher 82.50%, baseline 81.00%, probed at 64 channels (the teacher on its leading "
+                            "principal components; 84.00% on all 256)")
+
+
+def test_results_from_before_the_width_matched_probe_fall_back_to_the_full_probe_and_say_so():
+    from sstkd.evaluation.report import transfer_table
+
+    per_model, results, _, summary = _study({0: 61.0, 1: 63.5, 2: 61.5})
+    old = {model: {"channels": 256 if model == "teacher" else 64, "profile_l1": 0.0, "intensity_l1": 0.0,
+                   "histogram_w1": 0.0, "cka": 1.0, "probe_miou": 0.5, "per_quantization": {},
+                   "probe_accuracy": (84.0 if model == "teacher" else 80.0) / 100}  # no probe at width
+           for model in results}
+    table = transfer_table(old)  # the path the pipeline takes: the column is there, empty
+    assert table["probe_accuracy_at_width"].isna().all()
+    check = next(c for c in sanity_checks(per_model, results, table, summary, SanityConfig())
+                 if c.key == "teacher_probe_margin")
+    assert check.value == pytest.approx(4.0) and check.status == PASS
+    assert "widths not matched" in check.detail and "same width" not in check.threshold

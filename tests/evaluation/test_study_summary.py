@@ -192,11 +192,17 @@ def test_a_verdict_that_does_not_survive_holms_correction_says_so_in_the_report(
     assert weak["verdict_holm"] == "no detectable difference"
     strong = pairs.loc[("sstkd", "baseline", "miou")]
     assert strong["verdict_holm"] == "better" and strong["p_holm"] < 0.05
+    assert 0 < strong["p_value"] == pytest.approx(raw[("sstkd", "baseline")], rel=1e-6)  # ~1e-7: not rounded to 0
     markdown = study_markdown(summary)
     assert "Holm's correction over the study's 5 comparisons of the same metric" in markdown
     line = next(row for row in markdown.splitlines() if row.startswith("| pixel_kd | baseline |"))
     assert f"better, not after Holm (p {weak['p_value']:.3f} → {weak['p_holm']:.3f})" in line
     assert "not after Holm" not in next(row for row in markdown.splitlines() if row.startswith("| sstkd | baseline |"))
+    console = study_console_table(summary.methods, summary.comparisons)  # the end of a run says so too
+    assert "better, not after Holm" in next(line for line in console if line.startswith("pixel_kd "))
+    older = summary.comparisons.drop(columns=["p_value", "p_holm", "verdict_holm"])  # a csv from before Holm
+    assert "Holm" not in "".join(study_console_table(summary.methods, older))
     metrics = summary_metrics(summary)["pixel_kd"]  # metrics.json (dvc metrics diff) carries both verdicts
     assert (metrics["delta_miou_vs_baseline_verdict"], metrics["delta_miou_vs_baseline_verdict_holm"]) == (1, 0)
     assert metrics["delta_miou_vs_baseline_p_holm"] == pytest.approx(expected, abs=1e-4)
+    assert metrics["delta_miou_vs_baseline_p_value"] == pytest.approx(raw[("pixel_kd", "baseline")], rel=1e-6)

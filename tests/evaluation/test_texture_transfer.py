@@ -98,6 +98,12 @@ def test_leading_components_keep_the_most_variance_and_lose_nothing_of_a_low_ran
     variances = covariance.diagonal()
     assert (variances[:-1] >= variances[1:]).all()  # ordered by the variance they keep
     assert torch.allclose(covariance - torch.diag(variances), torch.zeros(4, 4), atol=1e-3 * variances[0])
+    # the test pixels go through the training pixels' standardisation and basis, never their own
+    shifted = wide[400:] * 3 + 7
+    _, projected = leading_components(wide[:400], shifted, 4)
+    mean, std = wide[:400].mean(dim=0), wide[:400].std(dim=0)
+    expected = ((shifted - mean) / std) @ torch.linalg.pinv((wide[:400] - mean) / std) @ train
+    assert torch.allclose(projected, expected, atol=1e-2 * projected.abs().max())
     # rank 4: four components hold all of it, so a probe on them sees what it saw on all 32 channels
     labels = (latent[:, 0] + latent[:, 1] > 0).long()
     full = linear_probe(wide[:400], labels[:400], wide[400:], labels[400:], 2, steps=40)

@@ -97,7 +97,7 @@ def report_markdown(table: pd.DataFrame, results: dict[str, dict], class_names: 
 
 
 TRANSFER_COLUMNS = ["model", "method", "seed", "channels", "profile_l1", "intensity_l1", "histogram_w1", "cka", "probe_accuracy",
-                    "probe_miou", "probe_accuracy_at_width"]
+                    "probe_miou", "probe_accuracy_at_width", "probe_width"]
 
 
 def transfer_table(results: dict[str, dict]) -> pd.DataFrame:
@@ -111,6 +111,7 @@ def transfer_table(results: dict[str, dict]) -> pd.DataFrame:
         row["probe_miou"] = 100 * result["probe_miou"]
         # results written before the width-matched probe have none: NaN, never the unmatched probe's value
         row["probe_accuracy_at_width"] = 100 * result.get("probe_accuracy_at_width", float("nan"))
+        row["probe_width"] = result.get("probe_width", float("nan"))
         for levels, distances in result["per_quantization"].items():
             row[f"intensity_l1_n{levels}"] = distances["equalized_l1"]
             row[f"histogram_w1_n{levels}"] = distances["histogram_w1"]

@@ -65,7 +65,7 @@ def last_quarter_gain(curve: list[float]) -> float:
 
 
 def _departure(config: SanityConfig, key: str) -> str:
-    """" (default 8)" where a protocol sets a threshold other than the default, so that the table itself says so."""
+    """Where a protocol sets a threshold other than the default, e.g. " (default 8)": the table itself says so."""
     default = SanityConfig.model_fields[key].default
     return "" if getattr(config, key) == default else f" (default {default:g})"
 
@@ -111,21 +111,34 @@ def sanity_checks(per_model: pd.DataFrame, results: dict[str, dict], transfer: p
         f"teacher {teacher_miou:.2f}, {baseline} {baseline_miou:.2f} (mean over {len(students)} seed(s))"
         if not math.isnan(margin) else f"no teacher or no {baseline} row"))
 
-    matched = "probe_accuracy_at_width" in transfer.columns and not transfer.empty  # older results: no such probe
-    probes = transfer.set_index("model")["probe_accuracy_at_width" if matched else "probe_accuracy"] \
-        if not transfer.empty else pd.Series(dtype=float)
-    baseline_probes = [float(probes[model]) for model in students["model"] if model in probes.index]
-    teacher_probe = float(probes["teacher"]) if "teacher" in probes.index else math.nan
-    probe_margin = teacher_probe - (sum(baseline_probes) / len(baseline_probes) if baseline_probes else math.nan)
-    if math.isnan(probe_margin):
-        detail = "no texture-transfer probe of the teacher or the baseline"
-    else:
-        detail = f"teacher {teacher_probe:.2f}%, {baseline} {teacher_probe - probe_margin:.2f}%"
-        if not matched:
+    probes = transfer.set_index("model") if not transfer.empty else pd.DataFrame()
+    compared = ["teacher", *(model for model in students["model"] if model in probes.index)]
+
+    def measured(column: str) -> bool:  # for the teacher and at least one baseline seed, every one of them
+        return column in probes and len(compared) > 1 and set(compared) <= set(probes.index) \
+            and bool(probes.loc[compared, column].notna().all())
+
+    # results written before the width-matched probe have none: the full probe then, and the detail says so
+    matched = measured("probe_accuracy_at_width")
+    column = "probe_accuracy_at_width" if matched else "probe_accuracy"
+    probe_margin = math.nan
+    if measured(column):
+        teacher, baselines = probes.loc["teacher"], probes.loc[compared[1:]]
+        teacher_probe, baseline_probe = float(teacher[column]), float(baselines[column].mean())
+        probe_margin = teacher_probe - baseline_probe
+        detail = f"teacher {teacher_probe:.2f}%, {baseline} {baseline_probe:.2f}%"
+        if matched:
+            width = int(teacher["probe_width"])
+            detail += f", probed at {width} channels"
+            if teacher["channels"] > width:
+                detail += (f" (the teacher on its leading principal components; {teacher['probe_accuracy']:.2f}% "
+                           f"on all {int(teacher['channels'])})")
+            if (baselines["channels"] > width).any():
+                detail += f" ({baseline} on its leading principal components)"
+        else:
             detail += " (results written before the width-matched probe: widths not matched)"
-        elif (teacher_row := transfer.set_index("model").loc["teacher"])["channels"] > transfer["channels"].min():
-            detail += (f"; the teacher on its {int(transfer['channels'].min())} leading principal components "
-                       f"({teacher_row['probe_accuracy']:.2f}% on all {int(teacher_row['channels'])} channels)")
+    else:
+        detail = "no texture-transfer probe of the teacher or the baseline"
     checks.append(SanityCheck(
         "teacher_probe_margin", "teacher's stage 1 holds more texture", probe_margin,
         f"teacher − {baseline} stage-1 probe accuracy{' at the same width' if matched else ''} ≥ "

@@ -89,7 +89,11 @@ def summarize_study(per_model: pd.DataFrame, references: list[str] | tuple[str, 
     methods.attrs["missing_references"] = [r for r in references if r not in by_seed["miou"]]
     return StudySummary(methods, pd.DataFrame(comparisons, columns=[
         "method", "reference", "metric", "seeds", "difference_mean", "difference_std", "ci_low", "ci_high",
-        "verdict", "test", "p_value", "p_holm", "verdict_holm"]).round(4), confidence, split, baseline)
+        "verdict", "test", "p_value", "p_holm", "verdict_holm"]).round(_FOUR_DECIMALS), confidence, split, baseline)
+
+
+# p-values keep every digit: at ten seeds a clear difference has p < 5e-5, which four decimals would store as 0
+_FOUR_DECIMALS = {"difference_mean": 4, "difference_std": 4, "ci_low": 4, "ci_high": 4}
 
 
 def _holm_verdicts(comparisons: list[dict], alpha: float) -> None:
@@ -168,6 +172,7 @@ def summary_metrics(summary: StudySummary, transfer_by_method: pd.DataFrame | No
         metrics[row["method"]] |= {key: _number(row["difference_mean"]), f"{key}_ci_low": _number(row["ci_low"]),
                                    f"{key}_ci_high": _number(row["ci_high"]),
                                    f"{key}_verdict": VERDICT_CODES.get(row["verdict"]),
+                                   f"{key}_p_value": _number(row["p_value"]),
                                    f"{key}_p_holm": _number(row["p_holm"]),
                                    f"{key}_verdict_holm": VERDICT_CODES.get(row["verdict_holm"])}
     if transfer_by_method is not None:
@@ -193,12 +198,20 @@ def _signed_interval(mean: float, low: float, high: float, scale: float = 1.0, u
     return f"{scale * mean:+.2f}{unit} [{scale * low:+.2f}, {scale * high:+.2f}]"
 
 
-def _family_size(comparisons: pd.DataFrame) -> int:
-    return int(comparisons.groupby("metric").size().max())
+def _family_size(comparisons: pd.DataFrame) -> int:  # Holm's m: the comparisons of a metric with a p-value
+    return int(comparisons["p_value"].notna().groupby(comparisons["metric"]).sum().max())
+
+
+def _survives_holm(row) -> bool:  # comparisons read back from a study_comparisons.csv older than Holm have no column
+    return pd.isna(row.get("verdict_holm")) or row["verdict_holm"] == row["verdict"]
+
+
+def _verdict_word(row) -> str:
+    return row["verdict"] if _survives_holm(row) else f"{row['verdict']}, not after Holm"
 
 
 def _verdict_cell(row) -> str:
-    if row["verdict_holm"] == row["verdict"]:
+    if _survives_holm(row):
         return row["verdict"]
     return f"{row['verdict']}, not after Holm (p {row['p_value']:.3f} → {row['p_holm']:.3f})"
 
@@ -234,8 +247,8 @@ def study_markdown(summary: StudySummary) -> str:
                   f"detectable difference at this number of seeds. Each verdict is its own {percent} test: among "
                   f"many comparisons, about {100 * (1 - summary.confidence):.3g}% of those with no real difference "
                   "still read better or worse. So each verdict is also tested with Holm's correction over the "
-                  f"study's {_family_size(summary.comparisons)} comparisons of the same metric: a verdict that does "
-                  "not survive it says so, with its paired-t p-value before and after.",
+                  f"study's {_family_size(summary.comparisons)} comparisons of the same metric (one family per "
+                  "metric): a verdict that does not survive it says so, with its paired-t p-value before and after.",
                   "",
                   "| method | vs | Δ mIoU [CI] | verdict | Δ boundary F [CI] | verdict |", "|---|---|---|---|---|---|"]
         by_pair = summary.comparisons.set_index(["method", "reference", "metric"])
@@ -268,7 +281,7 @@ def study_console_table(methods: pd.DataFrame, comparisons: pd.DataFrame, baseli
         for reference in references:
             pair = pairs[(pairs["method"] == row["method"]) & (pairs["reference"] == reference)]
             cells.append("" if pair.empty else _signed_interval(pair.iloc[0]["difference_mean"], pair.iloc[0]["ci_low"],
-                                                                pair.iloc[0]["ci_high"]) + f" {pair.iloc[0]['verdict']}")
+                                                                pair.iloc[0]["ci_high"]) + f" {_verdict_word(pair.iloc[0])}")
         gap = "" if not student or row["method"] == baseline or pd.isna(row.get("gap_recovered")) else \
             f"{100 * row['gap_recovered']:+.0f}%"
         rows.append([*cells, gap])

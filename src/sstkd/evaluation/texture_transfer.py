@@ -134,8 +134,7 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
     Features are standardised per channel with the *training* pixels' statistics. Deterministic for a seed.
     """
     generator = torch.Generator().manual_seed(seed)
-    mean, std = train_x.mean(dim=0), train_x.std(dim=0).clamp_min(1e-6)
-    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
+    train_x, test_x = _standardised(train_x, test_x)
     linear = nn.Linear(train_x.shape[1], num_classes)
     with torch.no_grad():
         linear.weight.normal_(0, 0.01, generator=generator)
@@ -159,12 +158,19 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
     return {"accuracy": scores["pixel_accuracy"], "miou": scores["miou"]}
 
 
-def leading_components(train_x: torch.Tensor, test_x: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both ``(n, C)`` pixel sets projected onto the ``width`` leading principal components of the training pixels
-    (standardised per channel with their statistics, as the probe sees them)."""
+def _standardised(train_x: torch.Tensor, test_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both pixel sets standardised per channel with the *training* pixels' statistics (test never informs them)."""
     mean, std = train_x.mean(dim=0), train_x.std(dim=0).clamp_min(1e-6)
-    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
-    _, _, components = torch.linalg.svd(train_x - train_x.mean(dim=0), full_matrices=False)
+    return (train_x - mean) / std, (test_x - mean) / std
+
+
+def leading_components(train_x: torch.Tensor, test_x: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both ``(n, C)`` pixel sets projected onto the ``width`` leading principal components of the training pixels,
+    after standardising each channel with the training pixels' statistics (so that no channel leads by its scale
+    alone). The probe standardises the component scores again, as it does any input."""
+    train_x, test_x = _standardised(train_x, test_x)
+    with _one_thread():  # the reason the probe runs on one thread holds for this decomposition's small products too
+        _, _, components = torch.linalg.svd(train_x, full_matrices=False)  # train_x is centred already
     basis = components[:width].T
     return train_x @ basis, test_x @ basis
 
