@@ -115,7 +115,7 @@ def sanity_checks(per_model: pd.DataFrame, results: dict[str, dict], transfer: p
     compared = ["teacher", *(model for model in students["model"] if model in probes.index)]
 
     def measured(column: str) -> bool:  # for the teacher and at least one baseline seed, every one of them
-        return column in probes and len(compared) > 1 and set(compared) <= set(probes.index) \
+        return column in probes and "teacher" in probes.index and len(compared) > 1 \
             and bool(probes.loc[compared, column].notna().all())
 
     # results written before the width-matched probe have none: the full probe then, and the detail says so

@@ -103,9 +103,8 @@ def _holm_verdicts(comparisons: list[dict], alpha: float) -> None:
         family = [row for row in comparisons if row["metric"] == metric]
         for row, adjusted in zip(family, holm_adjusted([row["p_value"] for row in family])):
             row["p_holm"] = adjusted
-            detected = row["verdict"] in ("better", "worse") and adjusted < alpha
-            row["verdict_holm"] = row["verdict"] if detected or row["verdict"] not in ("better", "worse") \
-                else "no detectable difference"
+            lost = row["verdict"] in ("better", "worse") and not adjusted < alpha
+            row["verdict_holm"] = "no detectable difference" if lost else row["verdict"]
 
 
 def split_label(methods: pd.DataFrame, quantity: str) -> str:
@@ -210,10 +209,8 @@ def _verdict_word(row) -> str:
     return row["verdict"] if _survives_holm(row) else f"{row['verdict']}, not after Holm"
 
 
-def _verdict_cell(row) -> str:
-    if _survives_holm(row):
-        return row["verdict"]
-    return f"{row['verdict']}, not after Holm (p {row['p_value']:.3f} → {row['p_holm']:.3f})"
+def _verdict_cell(row) -> str:  # the report's: the console's words, and the p-values that decided them
+    return _verdict_word(row) + ("" if _survives_holm(row) else f" (p {row['p_value']:.3f} → {row['p_holm']:.3f})")
 
 
 def study_markdown(summary: StudySummary) -> str:
